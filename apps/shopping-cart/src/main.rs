@@ -1,0 +1,2 @@
+//! Shopping cart (being written).
+fn main() {}

@@ -1,0 +1,1 @@
+//! Shoal facade (being written).
