@@ -1,0 +1,189 @@
+//! The actor system: spawns top-level actors, counts dead letters, shuts down in order.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{Notify, mpsc, watch};
+
+use crate::actor_ref::Cell;
+use crate::context::Context;
+use crate::error::StopReason;
+use crate::receptionist::Receptionist;
+use crate::runtime;
+use crate::{Actor, ActorRef, Props};
+
+/// Counts messages that could not be delivered and logs the first at `warn`, the rest at
+/// `debug`.
+pub(crate) struct DeadLetters {
+    count: AtomicU64,
+    warned: AtomicBool,
+}
+
+impl DeadLetters {
+    pub(crate) fn record(&self, recipient: &str, why: &str) {
+        let n = self.count.fetch_add(1, Ordering::Relaxed) + 1;
+        if !self.warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                recipient,
+                why,
+                "dead letter; further dead letters are logged at debug level and counted"
+            );
+        } else {
+            tracing::debug!(recipient, why, count = n, "dead letter");
+        }
+    }
+}
+
+impl Cell {
+    pub(crate) fn kill_with(&self, reason: StopReason) {
+        let mut slot = self.kill_reason.lock().unwrap_or_else(|e| e.into_inner());
+        slot.get_or_insert(reason);
+        drop(slot);
+        self.kill.notify_one();
+    }
+
+    pub(crate) fn take_kill_reason(&self) -> StopReason {
+        self.kill_reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .unwrap_or(StopReason::Stopped)
+    }
+}
+
+struct SystemInner {
+    name: Arc<str>,
+    seed: u64,
+    next_id: AtomicU64,
+    dead_letters: Arc<DeadLetters>,
+    /// Running top-level actors by id (= spawn order), for ordered shutdown.
+    top_level: Mutex<BTreeMap<u64, Arc<Cell>>>,
+    receptionist: Receptionist,
+}
+
+/// A handle to an actor system; cheap to clone. Must be created inside a tokio runtime.
+///
+/// Top-level actors are spawned with [`spawn`](Self::spawn); [`shutdown`](Self::shutdown)
+/// stops them in reverse spawn order, each after its children.
+#[derive(Clone)]
+pub struct ActorSystem {
+    inner: Arc<SystemInner>,
+}
+
+impl ActorSystem {
+    /// A new system named `name`, with randomness (restart jitter) seeded from the clock.
+    pub fn new(name: &str) -> Self {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        Self::with_seed(name, seed)
+    }
+
+    /// A new system whose randomness derives from `seed`, for reproducible runs.
+    pub fn with_seed(name: &str, seed: u64) -> Self {
+        Self {
+            inner: Arc::new(SystemInner {
+                name: Arc::from(name),
+                seed,
+                next_id: AtomicU64::new(1),
+                dead_letters: Arc::new(DeadLetters {
+                    count: AtomicU64::new(0),
+                    warned: AtomicBool::new(false),
+                }),
+                top_level: Mutex::new(BTreeMap::new()),
+                receptionist: Receptionist::default(),
+            }),
+        }
+    }
+
+    /// The system's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// Starts a top-level actor.
+    pub fn spawn<A: Actor>(&self, name: &str, props: Props<A>) -> ActorRef<A::Msg> {
+        let (actor, cell) = self.spawn_cell(name, props);
+        self.inner
+            .top_level
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(cell.id, cell);
+        actor
+    }
+
+    pub(crate) fn spawn_cell<A: Actor>(
+        &self,
+        name: &str,
+        props: Props<A>,
+    ) -> (ActorRef<A::Msg>, Arc<Cell>) {
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(props.mailbox_capacity);
+        let cell = Arc::new(Cell {
+            id,
+            name: Arc::from(name),
+            kill: Notify::new(),
+            kill_reason: Mutex::new(None),
+            stopped: watch::Sender::new(None),
+            dead_letters: self.inner.dead_letters.clone(),
+        });
+        let actor = ActorRef::local(tx.clone(), cell.clone());
+        let ctx = Context::new(
+            actor.clone(),
+            tx,
+            cell.clone(),
+            self.clone(),
+            props.stash_capacity,
+        );
+        let seed = self.inner.seed ^ id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        tokio::spawn(runtime::run(props, ctx, rx, seed));
+        (actor, cell)
+    }
+
+    pub(crate) fn forget(&self, id: u64) {
+        self.inner
+            .top_level
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+    }
+
+    /// How many messages could not be delivered since the system started.
+    pub fn dead_letter_count(&self) -> u64 {
+        self.inner.dead_letters.count.load(Ordering::Relaxed)
+    }
+
+    /// The local receptionist, where actors register under a [`ServiceKey`](crate::ServiceKey)
+    /// and are found by it.
+    pub fn receptionist(&self) -> &Receptionist {
+        &self.inner.receptionist
+    }
+
+    /// Stops every top-level actor, newest first, waiting for each (and its children) to
+    /// finish before stopping the next. Each sees [`StopReason::SystemShutdown`].
+    pub async fn shutdown(&self) {
+        loop {
+            let newest = {
+                let top = self
+                    .inner
+                    .top_level
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                top.values().next_back().cloned()
+            };
+            let Some(cell) = newest else { break };
+            cell.kill_with(StopReason::SystemShutdown);
+            let mut done = cell.stopped.subscribe();
+            let _ = done.wait_for(Option::is_some).await;
+            self.forget(cell.id);
+        }
+    }
+}
+
+impl std::fmt::Debug for ActorSystem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ActorSystem({})", self.inner.name)
+    }
+}
