@@ -1,2 +1,86 @@
-//! Benchmarks (being written).
-fn main() {}
+//! Shoal's benchmarks, each measured next to the ceiling of the same machine in the same run.
+//!
+//! ```text
+//! cargo run --release -p shoal-bench -- all            # everything, as markdown
+//! cargo run --release -p shoal-bench -- ask --seconds 5
+//! cargo run --release -p shoal-bench -- sqlite --entities 1,64,1024 --seconds 10
+//! cargo run --release -p shoal-bench -- recovery --events 100000
+//! cargo run --release -p shoal-bench -- probe
+//! ```
+//!
+//! Results are printed as markdown rows for `BENCHMARKS.md`. Disk-bound figures print a
+//! flush-rate probe (4 KiB write + fdatasync per iteration) taken in the same directory just
+//! before, because this machine's disk has two speeds.
+
+mod ask;
+mod measure;
+mod persist;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "Shoal benchmarks against same-run ceilings")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Every benchmark with default sizes.
+    All {
+        /// Seconds per measured phase.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
+    /// Ask round trip to a local actor vs a bare tokio mpsc + oneshot round trip.
+    Ask {
+        /// Seconds per measured phase.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
+    /// Persisted commands/s into the SQLite store vs a bare multi-row INSERT loop.
+    Sqlite {
+        /// Numbers of concurrently busy entities, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,64,1024")]
+        entities: Vec<usize>,
+        /// Seconds per measured phase.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
+    /// Events replayed per second for one entity, without and with a snapshot.
+    Recovery {
+        /// Events in the entity's log.
+        #[arg(long, default_value_t = 100_000)]
+        events: u64,
+    },
+    /// The disk's flush rate (fdatasync/s) in a temporary directory.
+    Probe,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        match cli.command {
+            Command::All { seconds } => {
+                ask::run(seconds).await?;
+                persist::sqlite(&[1, 64, 1024], seconds).await?;
+                persist::recovery(100_000).await?;
+            }
+            Command::Ask { seconds } => ask::run(seconds).await?,
+            Command::Sqlite { entities, seconds } => persist::sqlite(&entities, seconds).await?,
+            Command::Recovery { events } => persist::recovery(events).await?,
+            Command::Probe => {
+                let dir = tempfile::tempdir()?;
+                println!(
+                    "flush probe: {:.0} fdatasync/s",
+                    measure::flush_rate(dir.path())?
+                );
+            }
+        }
+        Ok(())
+    })
+}
