@@ -27,7 +27,9 @@
 //! 7. **Read side never skips.** [`EventQuery::events_by_tag`] delivers every committed event
 //!    carrying the tag, with strictly increasing offsets; a reader that has delivered offset `X`
 //!    never later sees a committed event with an offset at or below `X`. Live streams wake on
-//!    commit and keep their memory bounded for slow consumers.
+//!    commit and keep their memory bounded for slow consumers. A stream that is not being
+//!    polled (a slow consumer, or one that dropped a `next()` future in a `select!` or a
+//!    timeout) holds back only itself, never other queries or writes.
 
 use std::fmt;
 use std::sync::Arc;
@@ -47,7 +49,7 @@ pub const PERSISTENCE_ID_SEPARATOR: char = '|';
 /// The unique name of one event-sourced entity's event log: `"{entity type}|{entity id}"`.
 ///
 /// Cheap to clone (an `Arc<str>` inside). Never empty and at most
-/// [`MAX_PERSISTENCE_ID_BYTES`] bytes long; any other UTF-8 is allowed.
+/// [`MAX_PERSISTENCE_ID_BYTES`] bytes long, no NUL; any other UTF-8 is allowed.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PersistenceId(Arc<str>);
 
@@ -60,6 +62,9 @@ impl PersistenceId {
         }
         if id.len() > MAX_PERSISTENCE_ID_BYTES {
             return Err(InvalidPersistenceId::TooLong { len: id.len() });
+        }
+        if id.contains('\0') {
+            return Err(InvalidPersistenceId::ContainsNul);
         }
         Ok(Self(id.into()))
     }
@@ -75,7 +80,9 @@ impl PersistenceId {
         if entity_id.is_empty() {
             return Err(InvalidPersistenceId::Empty);
         }
-        Self::new(format!("{entity_type}{PERSISTENCE_ID_SEPARATOR}{entity_id}"))
+        Self::new(format!(
+            "{entity_type}{PERSISTENCE_ID_SEPARATOR}{entity_id}"
+        ))
     }
 
     /// The id as a string slice.
@@ -86,7 +93,9 @@ impl PersistenceId {
     /// The entity id part of an id made by [`PersistenceId::of`] (everything after the first
     /// `|`), or the whole id when it has no separator.
     pub fn entity_id(&self) -> &str {
-        self.0.split_once(PERSISTENCE_ID_SEPARATOR).map_or(&self.0, |(_, id)| id)
+        self.0
+            .split_once(PERSISTENCE_ID_SEPARATOR)
+            .map_or(&self.0, |(_, id)| id)
     }
 }
 
@@ -114,6 +123,9 @@ pub enum InvalidPersistenceId {
         /// Length of the refused id in bytes.
         len: usize,
     },
+    /// The id contains a NUL character, which SQL text columns cannot store.
+    #[error("persistence id must not contain NUL")]
+    ContainsNul,
     /// The entity type name is empty or contains `|`.
     #[error("entity type name {0:?} must be non-empty and must not contain '|'")]
     BadEntityType(String),
@@ -152,26 +164,44 @@ pub struct AtomicWrite {
 
 impl AtomicWrite {
     /// Checks the shape of the write (not the fence): at least one event, consecutive
-    /// sequence numbers after `expected_seq_nr`. Stores call this before writing anything.
+    /// sequence numbers after `expected_seq_nr` (without overflowing `u64`), and no tag twice
+    /// on one event. Stores call this before writing anything.
     pub fn validate(&self) -> Result<(), StoreError> {
         if self.events.is_empty() {
-            return Err(StoreError::Rejected("an atomic write needs at least one event".into()));
+            return Err(StoreError::Rejected(
+                "an atomic write needs at least one event".into(),
+            ));
         }
         for (i, ev) in self.events.iter().enumerate() {
-            let want = self.expected_seq_nr + 1 + i as u64;
+            let Some(want) = self.expected_seq_nr.checked_add(1 + i as u64) else {
+                return Err(StoreError::Rejected(format!(
+                    "write to {} overflows the sequence number range",
+                    self.persistence_id
+                )));
+            };
             if ev.seq_nr != want {
                 return Err(StoreError::Rejected(format!(
                     "event {i} of write to {} has seq_nr {}, expected {want}",
                     self.persistence_id, ev.seq_nr
                 )));
             }
+            for (j, tag) in ev.tags.iter().enumerate() {
+                if ev.tags[..j].contains(tag) {
+                    return Err(StoreError::Rejected(format!(
+                        "event {} of write to {} carries tag {tag:?} twice",
+                        ev.seq_nr, self.persistence_id
+                    )));
+                }
+            }
         }
         Ok(())
     }
 
-    /// The sequence number of the last event of this write.
+    /// The sequence number of the last event of this write (saturating; exact for a write
+    /// that passed [`AtomicWrite::validate`]).
     pub fn last_seq_nr(&self) -> u64 {
-        self.expected_seq_nr + self.events.len() as u64
+        self.expected_seq_nr
+            .saturating_add(self.events.len() as u64)
     }
 }
 
@@ -228,11 +258,17 @@ pub struct SnapshotSelection {
 
 impl SnapshotSelection {
     /// Every snapshot.
-    pub const ALL: SnapshotSelection = SnapshotSelection { min_seq_nr: 0, max_seq_nr: u64::MAX };
+    pub const ALL: SnapshotSelection = SnapshotSelection {
+        min_seq_nr: 0,
+        max_seq_nr: u64::MAX,
+    };
 
     /// Snapshots up to and including `max_seq_nr`.
     pub fn up_to(max_seq_nr: u64) -> Self {
-        Self { min_seq_nr: 0, max_seq_nr }
+        Self {
+            min_seq_nr: 0,
+            max_seq_nr,
+        }
     }
 
     /// Whether `seq_nr` is selected.
@@ -314,8 +350,11 @@ pub trait Journal: Send + Sync + 'static {
     fn highest_seq_nr(&self, pid: PersistenceId) -> BoxFuture<'_, Result<u64, StoreError>>;
 
     /// Deletes the events of `pid` with `seq_nr <= to_seq_nr`. Idempotent.
-    fn delete_to(&self, pid: PersistenceId, to_seq_nr: u64)
-    -> BoxFuture<'_, Result<(), StoreError>>;
+    fn delete_to(
+        &self,
+        pid: PersistenceId,
+        to_seq_nr: u64,
+    ) -> BoxFuture<'_, Result<(), StoreError>>;
 }
 
 /// Storage of entity state snapshots.
@@ -379,4 +418,28 @@ pub fn now_millis() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn persistence_ids_are_validated() {
+        assert_eq!(PersistenceId::new(""), Err(InvalidPersistenceId::Empty));
+        assert_eq!(
+            PersistenceId::new("a\0b"),
+            Err(InvalidPersistenceId::ContainsNul)
+        );
+        let long = "x".repeat(MAX_PERSISTENCE_ID_BYTES + 1);
+        assert!(matches!(
+            PersistenceId::new(long),
+            Err(InvalidPersistenceId::TooLong { .. })
+        ));
+        let pid = PersistenceId::of("Cart", "a|b").unwrap();
+        assert_eq!(pid.as_str(), "Cart|a|b");
+        assert_eq!(pid.entity_id(), "a|b");
+        assert!(PersistenceId::of("Ca|rt", "x").is_err());
+        assert!(PersistenceId::of("Cart", "").is_err());
+    }
 }
