@@ -249,10 +249,10 @@ impl<E: EventSourced> EntityActor<E> {
             if let Err(error) = store.delete(pid.clone(), older).await {
                 tracing::warn!(%pid, %error, "deleting old snapshots failed");
             }
-            if self.settings.delete_events_on_snapshot {
-                if let Err(error) = store.delete_to(pid.clone(), oldest_kept).await {
-                    tracing::warn!(%pid, %error, "deleting events covered by snapshots failed");
-                }
+            if self.settings.delete_events_on_snapshot
+                && let Err(error) = store.delete_to(pid.clone(), oldest_kept).await
+            {
+                tracing::warn!(%pid, %error, "deleting events covered by snapshots failed");
             }
         }
     }

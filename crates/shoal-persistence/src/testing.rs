@@ -866,7 +866,7 @@ pub mod conformance {
                                 "replay saw a gap"
                             );
                             (events.len(), "replay")
-                        } else if reads % 2 == 0 {
+                        } else if reads.is_multiple_of(2) {
                             (
                                 tag_current(&store, &tag, Offset::START).await.len(),
                                 "events_by_tag",
