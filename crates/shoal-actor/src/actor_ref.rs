@@ -1,8 +1,10 @@
 //! Actor references, reply handles and the mailbox envelope.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::hash::{Hash, Hasher};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{Notify, mpsc, oneshot, watch};
@@ -20,8 +22,38 @@ pub(crate) enum Envelope<M> {
         generation: u64,
         msg: M,
     },
+    /// A watched actor stopped: delivered only if this watch is still the current one.
+    Watched {
+        target: u64,
+        generation: u64,
+        msg: M,
+    },
     /// Graceful stop: processed in order, after the messages enqueued before it.
     Stop,
+}
+
+/// Runs once when an actor stops for good (see [`Cell::on_stop`]).
+pub(crate) type StopHook = Box<dyn FnOnce(&StopReason) + Send>;
+
+/// The hooks to run when an actor stops, or, once they ran, why it stopped.
+pub(crate) enum StopHooks {
+    Open {
+        next_id: u64,
+        hooks: BTreeMap<u64, StopHook>,
+    },
+    Ran(StopReason),
+}
+
+/// What the actor's handler is doing, so that an asker whose reply handle was dropped can
+/// tell "no reply" from "the actor stopped while handling my request".
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Activity {
+    /// Handler runs begun so far.
+    pub(crate) seq: u64,
+    /// A handler is running, or its outcome (carry on, restart, stop) is not decided yet.
+    pub(crate) busy: bool,
+    /// Set as soon as the actor decides to stop, before its children and hook run.
+    pub(crate) stopping: Option<StopReason>,
 }
 
 /// What every reference to one actor shares: identity, the stop signal, the termination
@@ -32,15 +64,147 @@ pub(crate) struct Cell {
     /// Immediate stop (after the current message).
     pub(crate) kill: Notify,
     /// Why the pending kill was requested.
-    pub(crate) kill_reason: std::sync::Mutex<Option<StopReason>>,
+    pub(crate) kill_reason: Mutex<Option<StopReason>>,
+    /// Set (for good) by the first kill request; checked between messages.
+    pub(crate) kill_requested: AtomicBool,
     /// `None` while running; the reason once stopped.
     pub(crate) stopped: watch::Sender<Option<StopReason>>,
+    pub(crate) activity: watch::Sender<Activity>,
+    /// Receptionist deregistrations and watch notifications.
+    pub(crate) stop_hooks: Mutex<StopHooks>,
     pub(crate) dead_letters: Arc<DeadLetters>,
 }
 
 impl Cell {
+    pub(crate) fn new(id: u64, name: &str, dead_letters: Arc<DeadLetters>) -> Self {
+        Self {
+            id,
+            name: Arc::from(name),
+            kill: Notify::new(),
+            kill_reason: Mutex::new(None),
+            kill_requested: AtomicBool::new(false),
+            stopped: watch::Sender::new(None),
+            activity: watch::Sender::new(Activity::default()),
+            stop_hooks: Mutex::new(StopHooks::Open {
+                next_id: 0,
+                hooks: BTreeMap::new(),
+            }),
+            dead_letters,
+        }
+    }
+
+    /// Why the actor stopped; `None` until its termination is announced.
     pub(crate) fn stop_reason(&self) -> Option<StopReason> {
         self.stopped.borrow().clone()
+    }
+
+    /// Why the actor stopped or is stopping (decided, but children and hook still running).
+    pub(crate) fn known_stop_reason(&self) -> Option<StopReason> {
+        self.stop_reason()
+            .or_else(|| self.activity.borrow().stopping.clone())
+    }
+
+    /// Requests an immediate stop (after the current message). The first reason wins.
+    pub(crate) fn kill_with(&self, reason: StopReason) {
+        let mut slot = self.kill_reason.lock().unwrap_or_else(|e| e.into_inner());
+        slot.get_or_insert(reason);
+        drop(slot);
+        self.kill_requested.store(true, Ordering::Release);
+        self.kill.notify_one();
+    }
+
+    pub(crate) fn kill_pending(&self) -> bool {
+        self.kill_requested.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn take_kill_reason(&self) -> StopReason {
+        self.kill_reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .unwrap_or(StopReason::Stopped)
+    }
+
+    /// A handler starts. Nobody waits for this transition, so nobody is woken.
+    pub(crate) fn begin_message(&self) {
+        self.activity.send_if_modified(|a| {
+            a.seq += 1;
+            a.busy = true;
+            false
+        });
+    }
+
+    /// The last handler's outcome is settled and the actor carries on. Wakes askers waiting
+    /// in [`why_no_reply`](Self::why_no_reply), if there are any (checked under the channel's
+    /// lock, which an asker's first look at the state also takes).
+    pub(crate) fn settled(&self) {
+        self.activity.send_if_modified(|a| {
+            a.busy = false;
+            self.activity.receiver_count() > 0
+        });
+    }
+
+    /// The actor has decided to stop.
+    pub(crate) fn stopping(&self, reason: &StopReason) {
+        self.activity
+            .send_modify(|a| a.stopping = Some(reason.clone()));
+    }
+
+    /// Runs `hook` when the actor stops for good (just before `terminated()` returns), or at
+    /// once if it already has. Returns an id for [`remove_on_stop`](Self::remove_on_stop).
+    pub(crate) fn on_stop(&self, hook: StopHook) -> Option<u64> {
+        let mut state = self.stop_hooks.lock().unwrap_or_else(|e| e.into_inner());
+        match &mut *state {
+            StopHooks::Open { next_id, hooks } => {
+                let id = *next_id;
+                *next_id += 1;
+                hooks.insert(id, hook);
+                Some(id)
+            }
+            StopHooks::Ran(reason) => {
+                let reason = reason.clone();
+                drop(state);
+                hook(&reason);
+                None
+            }
+        }
+    }
+
+    pub(crate) fn remove_on_stop(&self, id: u64) {
+        let mut state = self.stop_hooks.lock().unwrap_or_else(|e| e.into_inner());
+        if let StopHooks::Open { hooks, .. } = &mut *state {
+            hooks.remove(&id);
+        }
+    }
+
+    /// Runs the stop hooks, in registration order, outside the lock. Hooks added later run
+    /// at once.
+    pub(crate) fn run_stop_hooks(&self, reason: &StopReason) {
+        let previous = std::mem::replace(
+            &mut *self.stop_hooks.lock().unwrap_or_else(|e| e.into_inner()),
+            StopHooks::Ran(reason.clone()),
+        );
+        if let StopHooks::Open { hooks, .. } = previous {
+            for hook in hooks.into_values() {
+                hook(reason);
+            }
+        }
+    }
+
+    /// Why an asker's reply handle was dropped unanswered: if a handler was running, waits (up
+    /// to `within`) until its outcome is settled, then reports the stop if there is one.
+    pub(crate) async fn why_no_reply(&self, within: Duration) -> AskError {
+        let mut activity = self.activity.subscribe();
+        let now = activity.borrow_and_update().clone();
+        if now.busy && now.stopping.is_none() {
+            let settled =
+                activity.wait_for(|a| a.stopping.is_some() || !a.busy || a.seq != now.seq);
+            let _ = tokio::time::timeout(within, settled).await;
+        }
+        match self.known_stop_reason() {
+            Some(reason) => AskError::Stopped(reason),
+            None => AskError::NoReply,
+        }
     }
 }
 
@@ -49,6 +213,7 @@ impl Cell {
 pub(crate) trait AdapterTarget<R>: Send + Sync {
     fn try_tell(&self, msg: R) -> Result<(), TellError<R>>;
     fn send(&self, msg: R) -> futures_util::future::BoxFuture<'_, Result<(), TellError<R>>>;
+    fn stop(&self) -> futures_util::future::BoxFuture<'_, ()>;
     fn cell(&self) -> &Arc<Cell>;
 }
 
@@ -94,6 +259,12 @@ impl<M: Send + 'static, R: Send + 'static> AdapterTarget<R> for Adapter<M, R> {
                     Err(TellError::Closed(msg))
                 }
             }
+        })
+    }
+
+    fn stop(&self) -> futures_util::future::BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let _ = self.tx.send(Envelope::Stop).await;
         })
     }
 
@@ -189,28 +360,37 @@ impl<M: Send + 'static> ActorRef<M> {
 
     /// Sends the request built by `make` (which receives the reply handle) and waits up to
     /// `timeout` for the answer.
+    ///
+    /// If the reply handle is dropped unanswered while the actor is handling the request, the
+    /// outcome of that handler decides: [`AskError::Stopped`] if the actor stops because of it
+    /// (it failed under [`SupervisorStrategy::Stop`](crate::SupervisorStrategy::Stop), called
+    /// [`Context::stop`](crate::Context::stop), or was killed meanwhile), otherwise
+    /// [`AskError::NoReply`].
     pub async fn ask<R>(
         &self,
         make: impl FnOnce(ReplyTo<R>) -> M,
         timeout: Duration,
     ) -> Result<R, AskError> {
+        let start = tokio::time::Instant::now();
         let (reply, rx) = ReplyTo::pair();
         match self.tell(make(reply)) {
             Ok(()) => {}
             Err(TellError::Full(_)) => return Err(AskError::MailboxFull),
             Err(TellError::Closed(_)) => {
                 return Err(AskError::Stopped(
-                    self.cell().stop_reason().unwrap_or(StopReason::Stopped),
+                    self.cell()
+                        .known_stop_reason()
+                        .unwrap_or(StopReason::Stopped),
                 ));
             }
         }
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(Ok(value))) => Ok(value),
             Ok(Ok(Err(failure))) => Err(AskError::Failed(failure)),
-            Ok(Err(_dropped)) => match self.cell().stop_reason() {
-                Some(reason) => Err(AskError::Stopped(reason)),
-                None => Err(AskError::NoReply),
-            },
+            Ok(Err(_dropped)) => {
+                let left = timeout.saturating_sub(start.elapsed());
+                Err(self.cell().why_no_reply(left).await)
+            }
             Err(_elapsed) => Err(AskError::Timeout),
         }
     }
@@ -222,7 +402,7 @@ impl<M: Send + 'static> ActorRef<M> {
             RefInner::Local { tx, .. } => {
                 let _ = tx.send(Envelope::Stop).await;
             }
-            RefInner::Adapter(_) => self.kill(),
+            RefInner::Adapter(a) => a.stop().await,
         }
     }
 
@@ -260,7 +440,7 @@ impl<M: Send + 'static> ActorRef<M> {
 
 fn unwrap_user<M>(env: Envelope<M>) -> M {
     match env {
-        Envelope::User(m) | Envelope::Timer { msg: m, .. } => m,
+        Envelope::User(m) | Envelope::Timer { msg: m, .. } | Envelope::Watched { msg: m, .. } => m,
         Envelope::Stop => unreachable!("tell only sends user messages"),
     }
 }

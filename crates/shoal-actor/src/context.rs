@@ -19,6 +19,13 @@ struct TimerEntry {
     task: JoinHandle<()>,
 }
 
+struct WatchEntry {
+    generation: u64,
+    /// The notification hook registered with the target (`None` if it already ran).
+    hook: Option<u64>,
+    target: Arc<Cell>,
+}
+
 /// Handed to every [`Actor`] hook: the actor's own ref and the tools that belong to one actor.
 ///
 /// Everything started through the context (timers, watches, children) ends when the actor
@@ -35,7 +42,8 @@ pub struct Context<A: Actor> {
     timers: HashMap<Arc<str>, TimerEntry>,
     next_generation: u64,
     pub(crate) children: Vec<Arc<Cell>>,
-    watches: HashMap<u64, JoinHandle<()>>,
+    /// By target id.
+    watches: HashMap<u64, WatchEntry>,
 }
 
 impl<A: Actor> Context<A> {
@@ -219,34 +227,75 @@ impl<A: Actor> Context<A> {
     /// hook runs, with [`StopReason::ParentStopped`].
     pub fn spawn<C: Actor>(&mut self, name: &str, props: Props<C>) -> ActorRef<C::Msg> {
         self.children.retain(|c| c.stop_reason().is_none());
-        let (child, cell) = self.system.spawn_cell(name, props);
+        let (child, cell) = self.system.spawn_cell(name, props, false);
         self.children.push(cell);
         child
     }
 
-    /// When `other` stops, delivers `on_stop(reason)` to this actor. Watching the same actor
-    /// again replaces the earlier watch.
+    /// When `other` stops, delivers `on_stop(reason)` to this actor (at once if it has
+    /// already stopped). Watching the same actor again replaces the earlier watch.
+    ///
+    /// The notification is in this actor's mailbox by the time `other.terminated()` returns
+    /// (unless the mailbox is full; then it follows as soon as there is room).
     pub fn watch<N: Send + 'static>(
         &mut self,
         other: &ActorRef<N>,
         on_stop: impl FnOnce(StopReason) -> A::Msg + Send + 'static,
     ) {
-        let other = other.clone();
+        self.unwatch(other);
+        self.next_generation += 1;
+        let generation = self.next_generation;
+        let target = other.cell().clone();
+        let target_id = target.id;
         let tx = self.tx.clone();
-        let id = other.id();
-        let task = tokio::spawn(async move {
-            let reason = other.terminated().await;
-            let _ = tx.send(Envelope::User(on_stop(reason))).await;
-        });
-        if let Some(old) = self.watches.insert(id, task) {
-            old.abort();
+        let hook = target.on_stop(Box::new(move |reason: &StopReason| {
+            let env = Envelope::Watched {
+                target: target_id,
+                generation,
+                msg: on_stop(reason.clone()),
+            };
+            // Delivered (or the watcher is gone): done. A full mailbox: wait for room.
+            let Err(mpsc::error::TrySendError::Full(env)) = tx.try_send(env) else {
+                return;
+            };
+            let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                return;
+            };
+            runtime.spawn(async move {
+                let _ = tx.send(env).await;
+            });
+        }));
+        self.watches.insert(
+            target_id,
+            WatchEntry {
+                generation,
+                hook,
+                target,
+            },
+        );
+    }
+
+    /// Stops watching `other`: no notification is delivered afterwards, even one already
+    /// queued.
+    pub fn unwatch<N: Send + 'static>(&mut self, other: &ActorRef<N>) {
+        if let Some(WatchEntry {
+            hook: Some(hook),
+            target,
+            ..
+        }) = self.watches.remove(&other.id())
+        {
+            target.remove_on_stop(hook);
         }
     }
 
-    /// Stops watching `other`; a notification not yet delivered may still arrive.
-    pub fn unwatch<N: Send + 'static>(&mut self, other: &ActorRef<N>) {
-        if let Some(task) = self.watches.remove(&other.id()) {
-            task.abort();
+    /// Whether a watch notification is current (and retires the watch).
+    pub(crate) fn watch_fired(&mut self, target: u64, generation: u64) -> bool {
+        match self.watches.get(&target) {
+            Some(entry) if entry.generation == generation => {
+                self.watches.remove(&target);
+                true
+            }
+            _ => false,
         }
     }
 
@@ -277,7 +326,8 @@ impl<A: Actor> Context<A> {
         });
     }
 
-    /// Drops what does not survive a restart: timers and the stash (as dead letters).
+    /// Drops what does not survive a restart: timers and the stash (as dead letters). Children
+    /// and watches survive.
     pub(crate) fn reset_for_restart(&mut self) {
         self.cancel_all_timers();
         self.drop_stash();
@@ -291,13 +341,15 @@ impl<A: Actor> Context<A> {
         for _ in 0..dropped {
             self.cell
                 .dead_letters
-                .record(&self.cell.name, "stashed message dropped at stop");
+                .record(&self.cell.name, "stashed message dropped");
         }
     }
 
     pub(crate) fn end_watches(&mut self) {
-        for (_, task) in self.watches.drain() {
-            task.abort();
+        for (_, entry) in self.watches.drain() {
+            if let Some(hook) = entry.hook {
+                entry.target.remove_on_stop(hook);
+            }
         }
     }
 }

@@ -92,7 +92,8 @@ pub trait Actor: Send + Sized + 'static {
         msg: Self::Msg,
     ) -> impl Future<Output = Result<(), ActorError>> + Send;
 
-    /// Runs once when the actor stops for good, after its children have stopped.
+    /// Runs once when the actor stops for good, after its children have stopped. (Not run
+    /// when the factory never produced an instance: it panicked.)
     fn stopped(
         &mut self,
         ctx: &mut Context<Self>,

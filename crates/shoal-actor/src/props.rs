@@ -58,7 +58,10 @@ impl Backoff {
             .min
             .saturating_mul(1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX));
         let capped = base.min(self.max);
-        capped.mul_f64(1.0 + self.random_factor.max(0.0) * random.clamp(0.0, 1.0))
+        let stretch = 1.0 + self.random_factor.max(0.0) * random.clamp(0.0, 1.0);
+        // `Duration::mul_f64` panics on overflow or a non-finite factor (a huge or infinite
+        // `random_factor`); that panic would kill the actor's task.
+        Duration::try_from_secs_f64(capped.as_secs_f64() * stretch).unwrap_or(Duration::MAX)
     }
 }
 
@@ -120,5 +123,28 @@ mod tests {
         assert_eq!(b.delay(4, 0.0), Duration::from_secs(1));
         assert_eq!(b.delay(40, 0.0), Duration::from_secs(1));
         assert_eq!(b.delay(0, 1.0), Duration::from_millis(150));
+        // Out-of-range draws are clamped.
+        assert_eq!(b.delay(0, 7.0), Duration::from_millis(150));
+        assert_eq!(b.delay(0, -1.0), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn backoff_with_an_absurd_random_factor_does_not_panic() {
+        let b = Backoff {
+            random_factor: f64::INFINITY,
+            ..Backoff::default()
+        };
+        assert_eq!(b.delay(0, 0.5), Duration::MAX);
+        let b = Backoff {
+            random_factor: f64::MAX,
+            max: Duration::from_secs(u64::MAX),
+            ..Backoff::default()
+        };
+        assert_eq!(b.delay(100, 1.0), Duration::MAX);
+        let b = Backoff {
+            random_factor: f64::NAN,
+            ..Backoff::default()
+        };
+        assert_eq!(b.delay(0, 0.5), Duration::from_millis(200));
     }
 }

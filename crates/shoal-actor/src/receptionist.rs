@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
-use crate::ActorRef;
+use crate::{ActorRef, StopReason};
 
 /// Names a service whose actors accept messages of type `M`. Two keys are the same service
 /// when both the id and the message type match.
@@ -82,7 +82,8 @@ impl Receptionist {
     }
 
     /// Registers `actor` under `key` (once; registering again changes nothing). The
-    /// registration ends when the actor stops.
+    /// registration ends when the actor stops: by the time its
+    /// [`terminated`](ActorRef::terminated) returns, it is no longer listed.
     pub fn register<M: Send + 'static>(&self, key: &ServiceKey<M>, actor: ActorRef<M>) {
         let added = self.with_listing(key, |tx| {
             tx.send_if_modified(|refs| {
@@ -95,12 +96,13 @@ impl Receptionist {
             })
         });
         if added {
+            // Runs before the actor's `terminated()` returns, or at once if it already has.
             let this = self.clone();
             let key = key.clone();
-            tokio::spawn(async move {
-                actor.terminated().await;
-                this.deregister(&key, &actor);
-            });
+            let registered = actor.clone();
+            actor.cell().on_stop(Box::new(move |_: &StopReason| {
+                this.deregister(&key, &registered);
+            }));
         }
     }
 

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::mpsc;
 
 use crate::actor_ref::Cell;
 use crate::context::Context;
@@ -32,23 +32,6 @@ impl DeadLetters {
         } else {
             tracing::debug!(recipient, why, count = n, "dead letter");
         }
-    }
-}
-
-impl Cell {
-    pub(crate) fn kill_with(&self, reason: StopReason) {
-        let mut slot = self.kill_reason.lock().unwrap_or_else(|e| e.into_inner());
-        slot.get_or_insert(reason);
-        drop(slot);
-        self.kill.notify_one();
-    }
-
-    pub(crate) fn take_kill_reason(&self) -> StopReason {
-        self.kill_reason
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-            .unwrap_or(StopReason::Stopped)
     }
 }
 
@@ -105,30 +88,27 @@ impl ActorSystem {
 
     /// Starts a top-level actor.
     pub fn spawn<A: Actor>(&self, name: &str, props: Props<A>) -> ActorRef<A::Msg> {
-        let (actor, cell) = self.spawn_cell(name, props);
-        self.inner
-            .top_level
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(cell.id, cell);
-        actor
+        self.spawn_cell(name, props, true).0
     }
 
+    /// Starts an actor; a `top_level` one is registered for shutdown before it runs (so that
+    /// an actor stopping at once is not left registered).
     pub(crate) fn spawn_cell<A: Actor>(
         &self,
         name: &str,
         props: Props<A>,
+        top_level: bool,
     ) -> (ActorRef<A::Msg>, Arc<Cell>) {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(props.mailbox_capacity);
-        let cell = Arc::new(Cell {
-            id,
-            name: Arc::from(name),
-            kill: Notify::new(),
-            kill_reason: Mutex::new(None),
-            stopped: watch::Sender::new(None),
-            dead_letters: self.inner.dead_letters.clone(),
-        });
+        let cell = Arc::new(Cell::new(id, name, self.inner.dead_letters.clone()));
+        if top_level {
+            self.inner
+                .top_level
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id, cell.clone());
+        }
         let actor = ActorRef::local(tx.clone(), cell.clone());
         let ctx = Context::new(
             actor.clone(),
@@ -185,5 +165,41 @@ impl ActorSystem {
 impl std::fmt::Debug for ActorSystem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "ActorSystem({})", self.inner.name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ActorError, Context};
+
+    struct FailsToStart;
+
+    impl Actor for FailsToStart {
+        type Msg = ();
+
+        async fn started(&mut self, _: &mut Context<Self>) -> Result<(), ActorError> {
+            Err(ActorError::new("no"))
+        }
+
+        async fn handle(&mut self, _: &mut Context<Self>, _: ()) -> Result<(), ActorError> {
+            Ok(())
+        }
+    }
+
+    fn top_level_len(system: &ActorSystem) -> usize {
+        system.inner.top_level.lock().unwrap().len()
+    }
+
+    /// A top-level actor is no longer registered for shutdown once `terminated()` returned,
+    /// even when it stops at once (registration used to race with its deregistration).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stopped_top_level_actor_is_forgotten() {
+        let system = ActorSystem::new("t");
+        for i in 0..200 {
+            let actor = system.spawn("short-lived", Props::new(|| FailsToStart));
+            actor.terminated().await;
+            assert_eq!(top_level_len(&system), 0, "iteration {i}");
+        }
     }
 }
