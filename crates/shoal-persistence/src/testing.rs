@@ -12,7 +12,7 @@
 //!
 //! shoal_persistence::store_conformance_tests!(async {
 //!     let dir = tempfile::tempdir().unwrap();
-//!     let store = SqliteStore::open(dir.path().join("db")).await.unwrap();
+//!     let store = SqliteStore::open(dir.path().join("db")).unwrap();
 //!     (Arc::new(store) as Arc<dyn Store>, dir)
 //! });
 //! ```
