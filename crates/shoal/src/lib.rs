@@ -7,6 +7,8 @@
 //! * [`persistence`] — event-sourced entities, store traits, the in-memory store
 //!   ([`shoal_persistence`]).
 //! * [`sqlite`] — the embedded default store ([`shoal_sqlite`]).
+//! * [`store_url`] — choose and open a store from a URL (`memory:`, `sqlite:PATH`), as a
+//!   service's `--store` flag does.
 //!
 //! `use shoal::prelude::*;` brings the names an entity and a service use.
 
@@ -14,8 +16,11 @@ pub use shoal_actor as actor;
 pub use shoal_persistence as persistence;
 pub use shoal_sqlite as sqlite;
 
+pub mod store_url;
+
 /// The names most services use.
 pub mod prelude {
+    pub use crate::store_url::{StoreUrl, StoreUrlError, open_store};
     pub use shoal_actor::{
         Actor, ActorError, ActorRef, ActorSystem, AskError, Context, Props, ReplyTo,
         SupervisorStrategy,

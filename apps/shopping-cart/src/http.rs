@@ -1,0 +1,363 @@
+//! The HTTP API: routes, input validation and the mapping of every failure to a JSON error.
+//!
+//! | route | does |
+//! | --- | --- |
+//! | `GET /carts/{cartId}` | the cart |
+//! | `POST /carts/{cartId}/items` `{"itemId":"sku","quantity":2}` | sets a quantity; the cart |
+//! | `DELETE /carts/{cartId}/items/{itemId}` | removes an item; the cart |
+//! | `GET /cart` | seed 000's route: cart `default` |
+//! | `POST /cart?id=sku&quantity=2` | seed 000's route: sets a quantity in cart `default` |
+//! | `DELETE /cart?id=sku` | seed 000's route: removes an item from cart `default` |
+//!
+//! Every answer is JSON. A cart is `{"cartId":"c1","items":{"sku":2}}`; an error is
+//! `{"error":"…"}` with a 4xx status for a client's mistake (bad JSON, missing or mistyped
+//! fields, a quantity below 1, an empty or over-long id, an unknown route, a wrong method) and
+//! 503 when the cart could not answer in time or could not store the change.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use shoal::prelude::*;
+
+use crate::cart::{CartCommand, CartEntity, CartState};
+
+/// The longest cart or item id accepted, in bytes.
+pub const MAX_ID_BYTES: usize = 256;
+
+/// The cart the seed's `/cart` routes work on.
+pub const DEFAULT_CART_ID: &str = "default";
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    carts: Arc<Entities<CartEntity>>,
+    ask_timeout: Duration,
+}
+
+impl AppState {
+    /// Handlers asking the carts in `carts`, waiting at most `ask_timeout` for each answer.
+    pub fn new(carts: Arc<Entities<CartEntity>>, ask_timeout: Duration) -> Self {
+        Self { carts, ask_timeout }
+    }
+}
+
+/// The router with every route, the JSON 404 and 405 fallbacks and request logging.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/carts/{cartId}", get(view_cart))
+        .route("/carts/{cartId}/items", axum::routing::post(set_item))
+        .route(
+            "/carts/{cartId}/items/{itemId}",
+            axum::routing::delete(remove_item),
+        )
+        .route(
+            "/cart",
+            get(seed_view).post(seed_set_item).delete(seed_remove_item),
+        )
+        // After the routes: it applies to the routes added so far.
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(not_found)
+        .layer(middleware::from_fn(log_request))
+        .with_state(state)
+}
+
+/// A cart as answered over HTTP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CartView {
+    /// The cart's id.
+    pub cart_id: String,
+    /// Item id → quantity.
+    pub items: BTreeMap<String, u32>,
+}
+
+impl CartView {
+    fn new(cart_id: String, state: CartState) -> Self {
+        Self {
+            cart_id,
+            items: state.items,
+        }
+    }
+}
+
+/// The body of `POST /carts/{cartId}/items`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SetItemBody {
+    item_id: String,
+    /// Signed, so that a negative quantity gets a clear message instead of a type error.
+    quantity: i64,
+}
+
+/// The query of the seed's `POST /cart?id=…&quantity=…`.
+#[derive(Debug, Deserialize)]
+struct SeedSetItemQuery {
+    id: String,
+    quantity: i64,
+}
+
+/// The query of the seed's `DELETE /cart?id=…`.
+#[derive(Debug, Deserialize)]
+struct SeedRemoveItemQuery {
+    id: String,
+}
+
+/// An error answer: a status and `{"error": message}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// What went wrong, for the client.
+    pub message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (
+            self.status,
+            Json(serde_json::json!({ "error": self.message })),
+        )
+            .into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        Self::new(rejection.status(), rejection.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        Self::new(rejection.status(), rejection.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        // A path that matched a route but whose parameter cannot be decoded (bad
+        // percent-encoding, not UTF-8) is the client's mistake, whatever axum's default says.
+        let status = if rejection.status().is_client_error() {
+            rejection.status()
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        Self::new(status, rejection.body_text())
+    }
+}
+
+/// Checks a cart or item id: 1 to [`MAX_ID_BYTES`] bytes, no control characters.
+pub fn validate_id(what: &str, id: &str) -> Result<(), ApiError> {
+    if id.is_empty() {
+        return Err(ApiError::bad_request(format!("{what} must not be empty")));
+    }
+    if id.len() > MAX_ID_BYTES {
+        return Err(ApiError::bad_request(format!(
+            "{what} is {} bytes long; the limit is {MAX_ID_BYTES}",
+            id.len()
+        )));
+    }
+    if id.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(format!(
+            "{what} must not contain control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a requested quantity: 1 to `u32::MAX`.
+pub fn validate_quantity(quantity: i64) -> Result<u32, ApiError> {
+    match u32::try_from(quantity) {
+        Ok(q) if q >= 1 => Ok(q),
+        _ => Err(ApiError::bad_request(format!(
+            "quantity must be a whole number from 1 to {}; got {quantity}",
+            u32::MAX
+        ))),
+    }
+}
+
+async fn view_cart(
+    State(app): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<CartView>, ApiError> {
+    let Path(cart_id) = path?;
+    validate_id("cartId", &cart_id)?;
+    app.view(cart_id).await
+}
+
+async fn set_item(
+    State(app): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    body: Result<Json<SetItemBody>, JsonRejection>,
+) -> Result<Json<CartView>, ApiError> {
+    let Path(cart_id) = path?;
+    validate_id("cartId", &cart_id)?;
+    let Json(body) = body?;
+    validate_id("itemId", &body.item_id)?;
+    let quantity = validate_quantity(body.quantity)?;
+    app.set_item(cart_id, body.item_id, quantity).await
+}
+
+async fn remove_item(
+    State(app): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Json<CartView>, ApiError> {
+    let Path((cart_id, item_id)) = path?;
+    validate_id("cartId", &cart_id)?;
+    validate_id("itemId", &item_id)?;
+    app.remove_item(cart_id, item_id).await
+}
+
+async fn seed_view(State(app): State<AppState>) -> Result<Json<CartView>, ApiError> {
+    app.view(DEFAULT_CART_ID.to_owned()).await
+}
+
+async fn seed_set_item(
+    State(app): State<AppState>,
+    query: Result<Query<SeedSetItemQuery>, QueryRejection>,
+) -> Result<Json<CartView>, ApiError> {
+    let Query(query) = query?;
+    validate_id("id", &query.id)?;
+    let quantity = validate_quantity(query.quantity)?;
+    app.set_item(DEFAULT_CART_ID.to_owned(), query.id, quantity)
+        .await
+}
+
+async fn seed_remove_item(
+    State(app): State<AppState>,
+    query: Result<Query<SeedRemoveItemQuery>, QueryRejection>,
+) -> Result<Json<CartView>, ApiError> {
+    let Query(query) = query?;
+    validate_id("id", &query.id)?;
+    app.remove_item(DEFAULT_CART_ID.to_owned(), query.id).await
+}
+
+async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("no route for {method} {}", uri.path()),
+    )
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("method {method} is not allowed on {}", uri.path()),
+    )
+}
+
+async fn log_request(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status();
+    if status.is_server_error() {
+        tracing::warn!(%method, %path, status = status.as_u16(), elapsed = ?started.elapsed(), "request failed");
+    } else {
+        tracing::debug!(%method, %path, status = status.as_u16(), elapsed = ?started.elapsed(), "request");
+    }
+    response
+}
+
+impl AppState {
+    async fn view(&self, cart_id: String) -> Result<Json<CartView>, ApiError> {
+        self.ask(cart_id, |reply| CartCommand::View { reply }).await
+    }
+
+    async fn set_item(
+        &self,
+        cart_id: String,
+        item_id: String,
+        quantity: u32,
+    ) -> Result<Json<CartView>, ApiError> {
+        self.ask(cart_id, move |reply| CartCommand::SetItem {
+            item_id,
+            quantity,
+            reply,
+        })
+        .await
+    }
+
+    async fn remove_item(
+        &self,
+        cart_id: String,
+        item_id: String,
+    ) -> Result<Json<CartView>, ApiError> {
+        self.ask(cart_id, move |reply| CartCommand::RemoveItem {
+            item_id,
+            reply,
+        })
+        .await
+    }
+
+    /// Asks cart `cart_id` (an id already validated) and turns every way of not getting an
+    /// answer into a 503.
+    async fn ask(
+        &self,
+        cart_id: String,
+        make: impl FnOnce(ReplyTo<CartState>) -> CartCommand,
+    ) -> Result<Json<CartView>, ApiError> {
+        let cart = self
+            .carts
+            .entity_ref(&cart_id)
+            .map_err(|e| ApiError::bad_request(format!("invalid cartId: {e}")))?;
+        match cart.ask(make, self.ask_timeout).await {
+            Ok(state) => Ok(Json(CartView::new(cart_id, state))),
+            Err(error) => {
+                tracing::warn!(cart_id = %cart_id, %error, "cart did not answer");
+                Err(ApiError::unavailable(match error {
+                    AskError::Timeout => format!(
+                        "cart {cart_id:?} did not answer within {:?}; a change may or may not \
+                         have been applied, read the cart before retrying",
+                        self.ask_timeout
+                    ),
+                    // The reason is the store's message: a refused write (nothing applied) or
+                    // one whose outcome is unknown; the ask error does not say which.
+                    AskError::Failed(reason) => format!(
+                        "cart {cart_id:?} could not store the change ({reason}); retry later"
+                    ),
+                    AskError::MailboxFull => {
+                        format!("cart {cart_id:?} is overloaded; nothing was applied, retry later")
+                    }
+                    AskError::Stopped(_) | AskError::NoReply => format!(
+                        "cart {cart_id:?} is restarting; a change may or may not have been \
+                         applied, read the cart before retrying"
+                    ),
+                }))
+            }
+        }
+    }
+}

@@ -1,0 +1,499 @@
+//! Helpers shared by the integration tests: a tiny HTTP client, in-process servers, a store
+//! with injectable faults, and the real binary as a child process.
+
+// Each test file uses a different subset of these helpers.
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::future::Future;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{RecvTimeoutError, channel};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::header::{CONTENT_TYPE, HeaderMap};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+use shoal::persistence::memory::MemoryStore;
+use shoal::persistence::store::{
+    AtomicWrite, EventQuery, EventRecord, EventStream, Journal, Offset, PersistenceId,
+    PersistenceIdStream, QueryMode, SnapshotRecord, SnapshotSelection, SnapshotStore, Store,
+    StoreError,
+};
+use shoal::store_url::StoreUrl;
+use shopping_cart::{Config, Server};
+use tokio::sync::{Semaphore, watch};
+
+/// How long any single HTTP exchange may take before the test fails (instead of hanging).
+pub(crate) const REQUEST_DEADLINE: Duration = Duration::from_secs(30);
+
+/// The longest a test waits for the binary to print its address or to exit.
+pub(crate) const PROCESS_DEADLINE: Duration = Duration::from_secs(60);
+
+// ---------------------------------------------------------------------------------------
+// HTTP
+
+/// A minimal HTTP/1 client bound to one server.
+#[derive(Clone)]
+pub(crate) struct Http {
+    client: Client<HttpConnector, Full<Bytes>>,
+    base: String,
+}
+
+/// A response, fully read.
+#[derive(Debug)]
+pub(crate) struct Reply {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
+}
+
+impl Http {
+    pub(crate) fn new(addr: SocketAddr) -> Self {
+        Self {
+            client: Client::builder(TokioExecutor::new()).build_http(),
+            base: format!("http://{addr}"),
+        }
+    }
+
+    /// Sends a request; `path` is used as given (percent-encode it yourself).
+    pub(crate) async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: impl Into<Bytes>,
+    ) -> Reply {
+        let mut request = Request::builder()
+            .method(method.clone())
+            .uri(format!("{}{path}", self.base));
+        if let Some(ct) = content_type {
+            request = request.header(CONTENT_TYPE, ct);
+        }
+        let request = request
+            .body(Full::new(body.into()))
+            .expect("a valid request");
+        let exchange = async {
+            let response = self
+                .client
+                .request(request)
+                .await
+                .unwrap_or_else(|e| panic!("{method} {path}: {e:?}"));
+            let (parts, body) = response.into_parts();
+            let body = body
+                .collect()
+                .await
+                .unwrap_or_else(|e| panic!("{method} {path}: reading body: {e}"))
+                .to_bytes();
+            Reply {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+            }
+        };
+        tokio::time::timeout(REQUEST_DEADLINE, exchange)
+            .await
+            .unwrap_or_else(|_| panic!("{method} {path}: no answer within {REQUEST_DEADLINE:?}"))
+    }
+
+    pub(crate) async fn get(&self, path: &str) -> Reply {
+        self.send(Method::GET, path, None, Bytes::new()).await
+    }
+
+    pub(crate) async fn delete(&self, path: &str) -> Reply {
+        self.send(Method::DELETE, path, None, Bytes::new()).await
+    }
+
+    pub(crate) async fn post(&self, path: &str) -> Reply {
+        self.send(Method::POST, path, None, Bytes::new()).await
+    }
+
+    pub(crate) async fn post_json(&self, path: &str, body: &Value) -> Reply {
+        self.send(
+            Method::POST,
+            path,
+            Some("application/json"),
+            serde_json::to_vec(body).expect("serializable"),
+        )
+        .await
+    }
+
+    /// `POST /carts/{cart}/items` with `{"itemId": item, "quantity": quantity}`; expects 200.
+    pub(crate) async fn set_item(&self, cart: &str, item: &str, quantity: u32) -> Value {
+        let reply = self
+            .post_json(
+                &format!("/carts/{cart}/items"),
+                &serde_json::json!({ "itemId": item, "quantity": quantity }),
+            )
+            .await;
+        reply.ok_json()
+    }
+
+    /// `GET /carts/{cart}`; expects 200 and returns the `items` object.
+    pub(crate) async fn items(&self, cart: &str) -> Value {
+        let cart_json = self.get(&format!("/carts/{cart}")).await.ok_json();
+        cart_json["items"].clone()
+    }
+}
+
+impl Reply {
+    pub(crate) fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The body as JSON; fails the test if it is not JSON or not served as JSON.
+    pub(crate) fn json(&self) -> Value {
+        let ct = self
+            .headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        assert!(
+            ct.starts_with("application/json"),
+            "content-type {ct:?}, body {:?}",
+            self.text()
+        );
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.text()))
+    }
+
+    /// Expects 200 and returns the JSON body.
+    pub(crate) fn ok_json(&self) -> Value {
+        assert_eq!(self.status, StatusCode::OK, "body: {}", self.text());
+        self.json()
+    }
+
+    /// Expects `status` and a JSON body `{"error": "<non-empty>"}`; returns the message.
+    pub(crate) fn expect_error(&self, status: StatusCode) -> String {
+        assert_eq!(self.status, status, "body: {}", self.text());
+        let body = self.json();
+        let message = body["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no \"error\" string in {body}"));
+        assert!(!message.is_empty(), "empty error message");
+        assert_eq!(
+            body.as_object().map(|o| o.len()),
+            Some(1),
+            "error body has only \"error\": {body}"
+        );
+        message.to_owned()
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// In-process servers
+
+/// A configuration listening on a free loopback port.
+pub(crate) fn config(store: StoreUrl) -> Config {
+    Config {
+        http: "127.0.0.1:0".to_owned(),
+        store,
+        ask_timeout: Duration::from_secs(5),
+        shutdown_timeout: Duration::from_secs(10),
+    }
+}
+
+/// The service on a fresh memory store, and a client for it.
+pub(crate) async fn start_memory() -> (Server, Http) {
+    let server = shopping_cart::start(config(StoreUrl::Memory))
+        .await
+        .expect("server starts");
+    let http = Http::new(server.local_addr());
+    (server, http)
+}
+
+/// Every stored event of cart `cart_id`, read back through the journal.
+pub(crate) async fn journal(store: &Arc<dyn Store>, cart_id: &str) -> Vec<EventRecord> {
+    let pid = PersistenceId::of(shopping_cart::cart::ENTITY_TYPE, cart_id).expect("valid id");
+    store
+        .replay(pid, 1, u64::MAX, 100_000)
+        .await
+        .expect("replay")
+}
+
+/// The number of events in the whole store tagged `tag`.
+pub(crate) async fn count_tagged(store: &Arc<dyn Store>, tag: &str) -> usize {
+    use futures_util::StreamExt;
+    let events: Vec<_> = store
+        .events_by_tag(tag.to_owned(), Offset::START, QueryMode::Current)
+        .collect()
+        .await;
+    events
+        .into_iter()
+        .map(|e| e.expect("tag query"))
+        .filter(|e| e.event.tags.iter().any(|t| t == tag))
+        .count()
+}
+
+// ---------------------------------------------------------------------------------------
+// A store with injectable faults
+
+/// What [`FaultyStore`] does with appends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Store them.
+    Pass,
+    /// Refuse them with [`StoreError::Unavailable`] (nothing stored).
+    Fail,
+    /// Hold each until [`FaultyStore::release`] lets it through, then store it.
+    Hold,
+}
+
+/// A [`MemoryStore`] whose appends can be made to fail or to wait.
+#[derive(Clone)]
+pub(crate) struct FaultyStore {
+    inner: MemoryStore,
+    ctl: Arc<Control>,
+}
+
+struct Control {
+    mode: Mutex<Mode>,
+    gate: Semaphore,
+    held: watch::Sender<usize>,
+}
+
+impl FaultyStore {
+    pub(crate) fn new() -> Self {
+        Self {
+            inner: MemoryStore::new(),
+            ctl: Arc::new(Control {
+                mode: Mutex::new(Mode::Pass),
+                gate: Semaphore::new(0),
+                held: watch::Sender::new(0),
+            }),
+        }
+    }
+
+    pub(crate) fn set_mode(&self, mode: Mode) {
+        *self.ctl.mode.lock().unwrap() = mode;
+    }
+
+    /// Lets `n` held appends through.
+    pub(crate) fn release(&self, n: usize) {
+        self.ctl.gate.add_permits(n);
+    }
+
+    /// Waits until `n` appends have been held in total.
+    pub(crate) async fn wait_held(&self, n: usize) {
+        let mut held = self.ctl.held.subscribe();
+        tokio::time::timeout(REQUEST_DEADLINE, held.wait_for(|h| *h >= n))
+            .await
+            .expect("appends reach the store in time")
+            .expect("the sender lives in the store");
+    }
+}
+
+type Fut<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+impl Journal for FaultyStore {
+    fn append(&self, write: AtomicWrite) -> Fut<'_, ()> {
+        Box::pin(async move {
+            let mode = *self.ctl.mode.lock().unwrap();
+            match mode {
+                Mode::Pass => {}
+                Mode::Fail => {
+                    return Err(StoreError::Unavailable("injected failure".to_owned()));
+                }
+                Mode::Hold => {
+                    self.ctl.held.send_modify(|h| *h += 1);
+                    self.ctl
+                        .gate
+                        .acquire()
+                        .await
+                        .expect("the gate is never closed")
+                        .forget();
+                }
+            }
+            self.inner.append(write).await
+        })
+    }
+
+    fn replay(
+        &self,
+        pid: PersistenceId,
+        from_seq_nr: u64,
+        to_seq_nr: u64,
+        max: usize,
+    ) -> Fut<'_, Vec<EventRecord>> {
+        self.inner.replay(pid, from_seq_nr, to_seq_nr, max)
+    }
+
+    fn highest_seq_nr(&self, pid: PersistenceId) -> Fut<'_, u64> {
+        self.inner.highest_seq_nr(pid)
+    }
+
+    fn delete_to(&self, pid: PersistenceId, to_seq_nr: u64) -> Fut<'_, ()> {
+        self.inner.delete_to(pid, to_seq_nr)
+    }
+}
+
+impl SnapshotStore for FaultyStore {
+    fn save(&self, snapshot: SnapshotRecord) -> Fut<'_, ()> {
+        self.inner.save(snapshot)
+    }
+
+    fn load(
+        &self,
+        pid: PersistenceId,
+        selection: SnapshotSelection,
+    ) -> Fut<'_, Option<SnapshotRecord>> {
+        self.inner.load(pid, selection)
+    }
+
+    fn delete(&self, pid: PersistenceId, selection: SnapshotSelection) -> Fut<'_, ()> {
+        self.inner.delete(pid, selection)
+    }
+}
+
+impl EventQuery for FaultyStore {
+    fn events_by_persistence_id(
+        &self,
+        pid: PersistenceId,
+        from_seq_nr: u64,
+        to_seq_nr: u64,
+        mode: QueryMode,
+    ) -> EventStream {
+        self.inner
+            .events_by_persistence_id(pid, from_seq_nr, to_seq_nr, mode)
+    }
+
+    fn events_by_tag(&self, tag: String, after: Offset, mode: QueryMode) -> EventStream {
+        self.inner.events_by_tag(tag, after, mode)
+    }
+
+    fn persistence_ids(&self, mode: QueryMode) -> PersistenceIdStream {
+        self.inner.persistence_ids(mode)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The real binary
+
+/// The `shopping-cart` binary running as a child process.
+pub(crate) struct Binary {
+    child: Child,
+    pub(crate) addr: SocketAddr,
+    log: PathBuf,
+}
+
+impl Binary {
+    /// Starts the binary on `--store sqlite:{db}` and a free port, and waits (bounded) for its
+    /// `listening on http://…` line. Its log goes to `log`.
+    pub(crate) fn start(db: &Path, log: &Path) -> Self {
+        let log_file = File::options()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("log file");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_shopping-cart"))
+            .arg("--http")
+            .arg("127.0.0.1:0")
+            .arg("--store")
+            .arg(format!("sqlite:{}", db.display()))
+            .env_remove("SHOAL_HTTP")
+            .env_remove("SHOAL_STORE")
+            .env_remove("SHOAL_ASK_TIMEOUT_MS")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log_file)
+            .spawn()
+            .expect("the binary starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = channel();
+        // Reads stdout to the end, so the child never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    // Nobody listens any more; keep draining.
+                }
+            }
+        });
+        let deadline = Instant::now() + PROCESS_DEADLINE;
+        let addr = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(addr) = line.trim().strip_prefix("listening on http://") {
+                        break addr.parse().expect("a socket address");
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!(
+                        "no `listening on` line within {PROCESS_DEADLINE:?}; log:\n{}",
+                        read(log)
+                    );
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    let status = child.wait();
+                    panic!(
+                        "the binary exited before listening ({status:?}); log:\n{}",
+                        read(log)
+                    );
+                }
+            }
+        };
+        Self {
+            child,
+            addr,
+            log: log.to_path_buf(),
+        }
+    }
+
+    /// SIGKILL: no shutdown hook runs.
+    pub(crate) fn kill(mut self) {
+        self.child.kill().expect("kill");
+        self.child.wait().expect("wait");
+    }
+
+    /// SIGTERM, then waits (bounded) for the exit.
+    #[cfg(unix)]
+    pub(crate) fn terminate(mut self) -> ExitStatus {
+        use rustix::process::{Pid, Signal, kill_process};
+        kill_process(Pid::from_child(&self.child), Signal::TERM).expect("SIGTERM");
+        let deadline = Instant::now() + PROCESS_DEADLINE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "no exit within {PROCESS_DEADLINE:?} of SIGTERM; log:\n{}",
+                    read(&self.log)
+                );
+            }
+            // Polling the exit status in a bounded loop; nothing else tells us.
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub(crate) fn log(&self) -> String {
+        read(&self.log)
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        // A failing test must not leave the child running.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub(crate) fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
