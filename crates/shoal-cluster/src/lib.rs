@@ -1,0 +1,1 @@
+//! Cluster membership (being written).
