@@ -6,7 +6,7 @@
 //! In an integration test file of the backend's crate (which needs `tokio` with the
 //! `macros` and `rt-multi-thread` features among its dev-dependencies):
 //!
-//! ```ignore
+//! ```text
 //! use std::sync::Arc;
 //! use shoal_persistence::store::Store;
 //!
