@@ -73,10 +73,16 @@ pub(crate) struct Cell {
     /// Receptionist deregistrations and watch notifications.
     pub(crate) stop_hooks: Mutex<StopHooks>,
     pub(crate) dead_letters: Arc<DeadLetters>,
+    pub(crate) ask_timers: Arc<crate::ask_timer::AskTimers>,
 }
 
 impl Cell {
-    pub(crate) fn new(id: u64, name: &str, dead_letters: Arc<DeadLetters>) -> Self {
+    pub(crate) fn new(
+        id: u64,
+        name: &str,
+        dead_letters: Arc<DeadLetters>,
+        ask_timers: Arc<crate::ask_timer::AskTimers>,
+    ) -> Self {
         Self {
             id,
             name: Arc::from(name),
@@ -90,6 +96,7 @@ impl Cell {
                 hooks: BTreeMap::new(),
             }),
             dead_letters,
+            ask_timers,
         }
     }
 
@@ -359,7 +366,8 @@ impl<M: Send + 'static> ActorRef<M> {
     }
 
     /// Sends the request built by `make` (which receives the reply handle) and waits up to
-    /// `timeout` for the answer.
+    /// `timeout` for the answer. Deadlines are shared in 5 ms slots (one timer per slot, not
+    /// per ask), so a timeout fires between `timeout` and `timeout` + 5 ms.
     ///
     /// If the reply handle is dropped unanswered while the actor is handling the request, the
     /// outcome of that handler decides: [`AskError::Stopped`] if the actor stops because of it
@@ -371,7 +379,6 @@ impl<M: Send + 'static> ActorRef<M> {
         make: impl FnOnce(ReplyTo<R>) -> M,
         timeout: Duration,
     ) -> Result<R, AskError> {
-        let start = tokio::time::Instant::now();
         let (reply, rx) = ReplyTo::pair();
         match self.tell(make(reply)) {
             Ok(()) => {}
@@ -384,14 +391,19 @@ impl<M: Send + 'static> ActorRef<M> {
                 ));
             }
         }
-        match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(Ok(value))) => Ok(value),
-            Ok(Ok(Err(failure))) => Err(AskError::Failed(failure)),
-            Ok(Err(_dropped)) => {
-                let left = timeout.saturating_sub(start.elapsed());
-                Err(self.cell().why_no_reply(left).await)
-            }
-            Err(_elapsed) => Err(AskError::Timeout),
+        // A shared coarse deadline (see `ask_timer`), not a timer per ask.
+        let slot = self.cell().ask_timers.slot(timeout);
+        tokio::select! {
+            biased;
+            answer = rx => match answer {
+                Ok(Ok(value)) => Ok(value),
+                Ok(Err(failure)) => Err(AskError::Failed(failure)),
+                Err(_dropped) => {
+                    let left = slot.deadline.saturating_duration_since(tokio::time::Instant::now());
+                    Err(self.cell().why_no_reply(left).await)
+                }
+            },
+            () = slot.fired() => Err(AskError::Timeout),
         }
     }
 

@@ -51,6 +51,7 @@
 use std::future::Future;
 
 mod actor_ref;
+mod ask_timer;
 mod context;
 mod error;
 mod props;

@@ -40,6 +40,7 @@ struct SystemInner {
     seed: u64,
     next_id: AtomicU64,
     dead_letters: Arc<DeadLetters>,
+    ask_timers: Arc<crate::ask_timer::AskTimers>,
     /// Running top-level actors by id (= spawn order), for ordered shutdown.
     top_level: Mutex<BTreeMap<u64, Arc<Cell>>>,
     receptionist: Receptionist,
@@ -75,6 +76,7 @@ impl ActorSystem {
                     count: AtomicU64::new(0),
                     warned: AtomicBool::new(false),
                 }),
+                ask_timers: Arc::new(crate::ask_timer::AskTimers::new()),
                 top_level: Mutex::new(BTreeMap::new()),
                 receptionist: Receptionist::default(),
             }),
@@ -101,7 +103,12 @@ impl ActorSystem {
     ) -> (ActorRef<A::Msg>, Arc<Cell>) {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(props.mailbox_capacity);
-        let cell = Arc::new(Cell::new(id, name, self.inner.dead_letters.clone()));
+        let cell = Arc::new(Cell::new(
+            id,
+            name,
+            self.inner.dead_letters.clone(),
+            self.inner.ask_timers.clone(),
+        ));
         if top_level {
             self.inner
                 .top_level

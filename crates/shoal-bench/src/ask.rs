@@ -23,7 +23,7 @@ impl Actor for Echo {
     }
 }
 
-async fn bare(seconds: u64, clients: usize) -> (f64, Latencies) {
+async fn bare(seconds: u64, clients: usize, with_timeout: bool) -> (f64, Latencies) {
     let (tx, mut rx) = mpsc::channel::<(u64, oneshot::Sender<u64>)>(1024);
     tokio::spawn(async move {
         while let Some((n, reply)) = rx.recv().await {
@@ -42,7 +42,14 @@ async fn bare(seconds: u64, clients: usize) -> (f64, Latencies) {
                     let t = Instant::now();
                     let (otx, orx) = oneshot::channel();
                     tx.send((n, otx)).await.expect("server runs");
-                    n = orx.await.expect("server answers");
+                    n = if with_timeout {
+                        tokio::time::timeout(Duration::from_secs(5), orx)
+                            .await
+                            .expect("in time")
+                            .expect("server answers")
+                    } else {
+                        orx.await.expect("server answers")
+                    };
                     lat.record(t.elapsed());
                 }
                 lat
@@ -90,14 +97,18 @@ async fn actor(seconds: u64, clients: usize) -> (f64, Latencies) {
 
 pub(crate) async fn run(seconds: u64) -> anyhow::Result<()> {
     println!("## Ask round trip to a local actor ({seconds} s per row)\n");
-    println!("| clients | bare mpsc+oneshot/s | actor ask/s | ratio | ask p50 µs | ask p99 µs |");
-    println!("|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| clients | bare mpsc+oneshot/s | bare + tokio timeout/s | actor ask/s | ratio to bare | ratio to bare+timeout | ask p50 µs | ask p99 µs |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     for clients in [1, 64] {
-        let (bare_rate, _) = bare(seconds, clients).await;
+        let (bare_rate, _) = bare(seconds, clients, false).await;
+        let (timed_rate, _) = bare(seconds, clients, true).await;
         let (ask_rate, mut lat) = actor(seconds, clients).await;
         println!(
-            "| {clients} | {bare_rate:.0} | {ask_rate:.0} | {:.0} % | {:.1} | {:.1} |",
+            "| {clients} | {bare_rate:.0} | {timed_rate:.0} | {ask_rate:.0} | {:.0} % | {:.0} % | {:.1} | {:.1} |",
             100.0 * ask_rate / bare_rate,
+            100.0 * ask_rate / timed_rate,
             lat.percentile_ms(50.0) * 1000.0,
             lat.percentile_ms(99.0) * 1000.0,
         );
