@@ -74,6 +74,8 @@ pub(crate) struct Cell {
     pub(crate) stop_hooks: Mutex<StopHooks>,
     pub(crate) dead_letters: Arc<DeadLetters>,
     pub(crate) ask_timers: Arc<crate::ask_timer::AskTimers>,
+    /// Aborts the actor's task (last resort of [`ActorSystem::shutdown_within`](crate::ActorSystem::shutdown_within)).
+    pub(crate) task: std::sync::OnceLock<tokio::task::AbortHandle>,
 }
 
 impl Cell {
@@ -97,6 +99,7 @@ impl Cell {
             }),
             dead_letters,
             ask_timers,
+            task: std::sync::OnceLock::new(),
         }
     }
 

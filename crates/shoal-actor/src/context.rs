@@ -224,7 +224,7 @@ impl<A: Actor> Context<A> {
     // ---- children, watches, adapters ----
 
     /// Starts a child actor. Children stop before their parent's [`stopped`](Actor::stopped)
-    /// hook runs, with [`StopReason::ParentStopped`].
+    /// hook runs, and when their parent restarts, with [`StopReason::ParentStopped`].
     pub fn spawn<C: Actor>(&mut self, name: &str, props: Props<C>) -> ActorRef<C::Msg> {
         self.children.retain(|c| c.stop_reason().is_none());
         let (child, cell) = self.system.spawn_cell(name, props, false);
@@ -326,8 +326,8 @@ impl<A: Actor> Context<A> {
         });
     }
 
-    /// Drops what does not survive a restart: timers and the stash (as dead letters). Children
-    /// and watches survive.
+    /// Drops what does not survive a restart: timers and the stash (as dead letters). Watches
+    /// survive; children are stopped by the runtime.
     pub(crate) fn reset_for_restart(&mut self) {
         self.cancel_all_timers();
         self.drop_stash();

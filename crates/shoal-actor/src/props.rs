@@ -18,7 +18,8 @@ pub enum SupervisorStrategy {
     /// default, as in Akka Typed.
     Stop,
     /// Replace the actor with a fresh instance from its factory after a backoff delay. The
-    /// mailbox is kept; timers and the stash are dropped.
+    /// mailbox is kept; timers and the stash are dropped; children are stopped (as in Akka
+    /// Typed: the new instance starts its own).
     Restart(Backoff),
 }
 

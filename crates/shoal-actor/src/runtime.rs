@@ -91,6 +91,8 @@ pub(crate) async fn run<A: Actor>(
             restarts.push_back(now);
             tracing::warn!(error = %err, ?delay, "actor failed; restarting after backoff");
             ctx.reset_for_restart();
+            // As in Akka Typed, a restart stops the children: the fresh instance starts its own.
+            stop_children(&mut ctx).await;
             // The failed handler's outcome is settled: the actor carries on.
             ctx.cell.settled();
             tokio::select! {
@@ -200,13 +202,8 @@ fn panic_message(panic: &(dyn Any + Send)) -> String {
         .unwrap_or_else(|| "non-string panic payload".to_owned())
 }
 
-async fn finish<A: Actor>(
-    actor: Option<&mut A>,
-    ctx: &mut Context<A>,
-    rx: &mut mpsc::Receiver<Envelope<A::Msg>>,
-    reason: StopReason,
-) {
-    // Children first, then this actor's own hook.
+/// Stops every child (newest first) and waits until each has terminated.
+async fn stop_children<A: Actor>(ctx: &mut Context<A>) {
     let children = std::mem::take(&mut ctx.children);
     for child in children.iter().rev() {
         child.kill_with(StopReason::ParentStopped);
@@ -215,6 +212,16 @@ async fn finish<A: Actor>(
         let mut done = child.stopped.subscribe();
         let _ = done.wait_for(Option::is_some).await;
     }
+}
+
+async fn finish<A: Actor>(
+    actor: Option<&mut A>,
+    ctx: &mut Context<A>,
+    rx: &mut mpsc::Receiver<Envelope<A::Msg>>,
+    reason: StopReason,
+) {
+    // Children first, then this actor's own hook.
+    stop_children(ctx).await;
     ctx.cancel_all_timers();
     ctx.end_watches();
     // No hook when the factory never produced an instance.

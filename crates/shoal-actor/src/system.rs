@@ -125,7 +125,8 @@ impl ActorSystem {
             props.stash_capacity,
         );
         let seed = self.inner.seed ^ id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        tokio::spawn(runtime::run(props, ctx, rx, seed));
+        let task = tokio::spawn(runtime::run(props, ctx, rx, seed));
+        let _ = cell.task.set(task.abort_handle());
         (actor, cell)
     }
 
@@ -148,19 +149,45 @@ impl ActorSystem {
         &self.inner.receptionist
     }
 
+    /// Like [`shutdown`](Self::shutdown), but gives each actor at most `grace` to stop: an
+    /// actor still running then (for example stuck in a call that never returns) has its task
+    /// aborted — its `stopped` hook does not run, its children are left to the rest of the
+    /// shutdown only if they are top-level, and its termination is announced as
+    /// [`StopReason::Failed`]. Returns whether every actor stopped in time.
+    pub async fn shutdown_within(&self, grace: std::time::Duration) -> bool {
+        let mut all_in_time = true;
+        while let Some(cell) = self.newest_top_level() {
+            cell.kill_with(StopReason::SystemShutdown);
+            let mut done = cell.stopped.subscribe();
+            if tokio::time::timeout(grace, done.wait_for(Option::is_some))
+                .await
+                .is_err()
+            {
+                all_in_time = false;
+                tracing::warn!(actor = %cell.name, ?grace, "actor did not stop in time; aborting");
+                if let Some(task) = cell.task.get() {
+                    task.abort();
+                }
+                let _ = done.wait_for(Option::is_some).await;
+            }
+            self.forget(cell.id);
+        }
+        all_in_time
+    }
+
+    fn newest_top_level(&self) -> Option<Arc<Cell>> {
+        let top = self
+            .inner
+            .top_level
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        top.values().next_back().cloned()
+    }
+
     /// Stops every top-level actor, newest first, waiting for each (and its children) to
     /// finish before stopping the next. Each sees [`StopReason::SystemShutdown`].
     pub async fn shutdown(&self) {
-        loop {
-            let newest = {
-                let top = self
-                    .inner
-                    .top_level
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner());
-                top.values().next_back().cloned()
-            };
-            let Some(cell) = newest else { break };
+        while let Some(cell) = self.newest_top_level() {
             cell.kill_with(StopReason::SystemShutdown);
             let mut done = cell.stopped.subscribe();
             let _ = done.wait_for(Option::is_some).await;

@@ -539,3 +539,41 @@ async fn shutdown_skips_actors_that_already_stopped() {
     assert_eq!(a.stop_reason(), Some(StopReason::SystemShutdown));
     assert_eq!(b.stop_reason(), Some(StopReason::Stopped));
 }
+
+// ---- shutdown with a grace period ----
+
+struct Stuck;
+
+impl Actor for Stuck {
+    type Msg = oneshot::Sender<()>;
+    async fn handle(
+        &mut self,
+        _: &mut Context<Self>,
+        entered: oneshot::Sender<()>,
+    ) -> Result<(), ActorError> {
+        let _ = entered.send(());
+        // A call that never returns (a store that hangs).
+        std::future::pending::<()>().await;
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_within_aborts_actors_stuck_past_the_grace_period() {
+    let system = ActorSystem::with_seed("t", 1);
+    let fine = system.spawn("fine", Props::new(|| Stuck));
+    let stuck = system.spawn("stuck", Props::new(|| Stuck));
+    let (entered, inside) = oneshot::channel();
+    stuck.tell(entered).unwrap();
+    inside.await.unwrap();
+    let start = tokio::time::Instant::now();
+    assert!(!system.shutdown_within(Duration::from_secs(2)).await);
+    assert_eq!(start.elapsed(), Duration::from_secs(2));
+    assert!(matches!(stuck.terminated().await, StopReason::Failed(_)));
+    // The idle one still stopped normally, after the stuck one was given up on (newest first).
+    assert_eq!(fine.terminated().await, StopReason::SystemShutdown);
+    // A system whose actors stop in time reports so.
+    let system = ActorSystem::with_seed("t2", 1);
+    system.spawn("idle", Props::new(|| Stuck));
+    assert!(system.shutdown_within(Duration::from_secs(2)).await);
+}

@@ -459,3 +459,51 @@ async fn a_factory_panicking_on_restart_counts_as_a_failure() {
     // The first build plus one per allowed restart.
     assert_eq!(built.load(Ordering::SeqCst), 4);
 }
+
+// ---- a restart stops the children of the failed instance ----
+
+struct Idle;
+
+impl Actor for Idle {
+    type Msg = ();
+    async fn handle(&mut self, _: &mut Context<Self>, _: ()) -> Result<(), ActorError> {
+        Ok(())
+    }
+}
+
+struct Parent;
+
+enum ParentMsg {
+    SpawnChild(ReplyTo<ActorRef<()>>),
+    Fail,
+}
+
+impl Actor for Parent {
+    type Msg = ParentMsg;
+    async fn handle(&mut self, ctx: &mut Context<Self>, msg: ParentMsg) -> Result<(), ActorError> {
+        match msg {
+            ParentMsg::SpawnChild(reply) => {
+                reply.send(ctx.spawn("child", Props::new(|| Idle)));
+                Ok(())
+            }
+            ParentMsg::Fail => Err(ActorError::new("boom")),
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restart_stops_the_children() {
+    let system = ActorSystem::with_seed("t", 3);
+    let parent = system.spawn(
+        "parent",
+        Props::new(|| Parent).with_supervision(SupervisorStrategy::Restart(Backoff::default())),
+    );
+    let child = parent.ask(ParentMsg::SpawnChild, ASK).await.unwrap();
+    parent.tell(ParentMsg::Fail).unwrap();
+    assert_eq!(child.terminated().await, StopReason::ParentStopped);
+    // The restarted parent is alive and can start a new child.
+    let second = parent.ask(ParentMsg::SpawnChild, ASK).await.unwrap();
+    assert_ne!(second.id(), child.id());
+    assert!(second.stop_reason().is_none());
+    system.shutdown().await;
+}
