@@ -7,16 +7,19 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{FaultyStore, Http, Mode, config, journal};
+use common::{Http, config, journal};
 use hyper::StatusCode;
 use hyper::header::RETRY_AFTER;
 use serde_json::json;
+use shoal::persistence::memory::MemoryStore;
 use shoal::persistence::store::Store;
+use shoal::persistence::store::StoreError;
+use shoal::persistence::testing::{Fault, FaultyStore, Op};
 use shoal::store_url::StoreUrl;
 use shopping_cart::{Config, Server, start_with_store};
 
 async fn start_faulty(ask_timeout: Duration) -> (Server, Http, FaultyStore) {
-    let store = FaultyStore::new();
+    let store = FaultyStore::new(Arc::new(MemoryStore::new()));
     let config = Config {
         ask_timeout,
         shutdown_timeout: Duration::from_secs(5),
@@ -34,7 +37,10 @@ async fn a_failed_write_is_a_503_and_changes_nothing() {
     let (server, http, store) = start_faulty(Duration::from_secs(5)).await;
     http.set_item("c1", "kept", 1).await;
 
-    store.set_mode(Mode::Fail);
+    store.set(
+        Op::Append,
+        Fault::Fail(StoreError::Unavailable("injected failure".into())),
+    );
     let reply = http
         .post_json(
             "/carts/c1/items",
@@ -53,7 +59,7 @@ async fn a_failed_write_is_a_503_and_changes_nothing() {
     reply.expect_error(StatusCode::SERVICE_UNAVAILABLE);
 
     // The store is back: the entity has restarted and recovered; nothing refused was applied.
-    store.set_mode(Mode::Pass);
+    store.set(Op::Append, Fault::Pass);
     assert_eq!(http.items("c1").await, json!({ "kept": 1 }));
     assert_eq!(http.get("/cart").await.ok_json()["items"], json!({}));
     assert_eq!(journal(server.store(), "c1").await.len(), 1);
@@ -68,7 +74,7 @@ async fn a_failed_write_is_a_503_and_changes_nothing() {
 async fn a_stalled_store_is_a_503_within_the_ask_timeout() {
     let ask_timeout = Duration::from_millis(300);
     let (server, http, store) = start_faulty(ask_timeout).await;
-    store.set_mode(Mode::Hold);
+    store.set(Op::Append, Fault::Hold);
 
     let started = Instant::now();
     let reply = http
@@ -88,7 +94,7 @@ async fn a_stalled_store_is_a_503_within_the_ask_timeout() {
         elapsed < ask_timeout + Duration::from_secs(3),
         "took {elapsed:?}, far past the {ask_timeout:?} ask timeout"
     );
-    store.wait_held(1).await;
+    store.wait_for(Op::Append, |s| s.waiting >= 1).await;
 
     // Reads queue behind the stalled write, and time out too.
     let reply = http.get("/carts/c1").await;
@@ -96,8 +102,8 @@ async fn a_stalled_store_is_a_503_within_the_ask_timeout() {
 
     // The write was not withdrawn: once the store answers, it is applied (the 503 said it
     // "may or may not have been applied").
-    store.set_mode(Mode::Pass);
-    store.release(1);
+    store.set(Op::Append, Fault::Pass);
+    store.release(Op::Append, 1);
     let mut items = json!(null);
     for _ in 0..50 {
         let reply = http.get("/carts/c1").await;
@@ -118,12 +124,12 @@ async fn shutdown_stops_accepting_and_lets_in_flight_requests_finish() {
     let addr = server.local_addr();
     http.set_item("c1", "before", 1).await;
 
-    store.set_mode(Mode::Hold);
+    store.set(Op::Append, Fault::Hold);
     let in_flight = {
         let http = http.clone();
         tokio::spawn(async move { http.set_item("c1", "during", 2).await })
     };
-    store.wait_held(1).await;
+    store.wait_for(Op::Append, |s| s.waiting >= 1).await;
 
     let shutdown = tokio::spawn(server.shutdown());
     // New connections are refused once the listener is closed (bounded poll).
@@ -141,7 +147,7 @@ async fn shutdown_stops_accepting_and_lets_in_flight_requests_finish() {
         "shutdown waits for the in-flight request"
     );
 
-    store.release(1);
+    store.release(Op::Append, 1);
     let cart = in_flight.await.expect("in-flight request task");
     assert_eq!(cart["items"], json!({ "before": 1, "during": 2 }));
     tokio::time::timeout(Duration::from_secs(30), shutdown)

@@ -50,6 +50,10 @@ use std::time::Duration;
 
 use crate::store::Store;
 
+pub mod faulty;
+
+pub use faulty::{Fault, FaultyStore, Op, OpStats};
+
 /// How long any single case may run before it fails as hung.
 pub const CASE_TIMEOUT: Duration = Duration::from_secs(300);
 

@@ -3,19 +3,18 @@
 //! upcasting, persist failures, fencing conflicts, and the recovery limit.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use shoal_actor::{ActorSystem, AskError, Backoff, ReplyTo, StopReason};
 use shoal_persistence::memory::MemoryStore;
 use shoal_persistence::store::{
-    AtomicWrite, EventQuery, EventRecord, EventStream, Journal, Offset, PersistenceId,
-    PersistenceIdStream, QueryMode, SnapshotRecord, SnapshotSelection, SnapshotStore, Store,
-    StoreError,
+    AtomicWrite, EventQuery, EventRecord, Journal, Offset, PersistenceId, QueryMode,
+    SnapshotSelection, SnapshotStore, Store, StoreError,
 };
+use shoal_persistence::testing::{Fault, FaultyStore, Op};
 use shoal_persistence::{
     Effect, Entities, EntityContext, EntitySettings, Event, EventSourced, Persistence,
     PersistenceError, PersistenceSettings, Upcasters,
@@ -366,112 +365,25 @@ async fn unreadable_events_fail_recovery_and_never_answer() {
 
 // ---- a store whose writes can be made to fail ----
 
-struct FlakyStore {
-    inner: MemoryStore,
-    fail_appends: AtomicBool,
-    appends: AtomicUsize,
-    /// When set, every snapshot load waits for a permit (recovery is held there).
-    load_gate: Option<tokio::sync::Semaphore>,
-    loads_in_flight: AtomicUsize,
-    max_loads_in_flight: AtomicUsize,
-}
-
-impl FlakyStore {
-    fn new(load_gate: Option<tokio::sync::Semaphore>) -> Self {
-        Self {
-            inner: MemoryStore::new(),
-            fail_appends: AtomicBool::new(false),
-            appends: AtomicUsize::new(0),
-            load_gate,
-            loads_in_flight: AtomicUsize::new(0),
-            max_loads_in_flight: AtomicUsize::new(0),
-        }
-    }
-}
-
-impl Journal for FlakyStore {
-    fn append(&self, write: AtomicWrite) -> BoxFuture<'_, Result<(), StoreError>> {
-        self.appends.fetch_add(1, Ordering::SeqCst);
-        if self.fail_appends.load(Ordering::SeqCst) {
-            return Box::pin(async { Err(StoreError::Unavailable("injected".into())) });
-        }
-        self.inner.append(write)
-    }
-    fn replay(
-        &self,
-        pid: PersistenceId,
-        from: u64,
-        to: u64,
-        max: usize,
-    ) -> BoxFuture<'_, Result<Vec<EventRecord>, StoreError>> {
-        self.inner.replay(pid, from, to, max)
-    }
-    fn highest_seq_nr(&self, pid: PersistenceId) -> BoxFuture<'_, Result<u64, StoreError>> {
-        self.inner.highest_seq_nr(pid)
-    }
-    fn delete_to(&self, pid: PersistenceId, to: u64) -> BoxFuture<'_, Result<(), StoreError>> {
-        self.inner.delete_to(pid, to)
-    }
-}
-
-impl SnapshotStore for FlakyStore {
-    fn save(&self, s: SnapshotRecord) -> BoxFuture<'_, Result<(), StoreError>> {
-        self.inner.save(s)
-    }
-    fn load(
-        &self,
-        pid: PersistenceId,
-        sel: SnapshotSelection,
-    ) -> BoxFuture<'_, Result<Option<SnapshotRecord>, StoreError>> {
-        Box::pin(async move {
-            let now = self.loads_in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-            self.max_loads_in_flight.fetch_max(now, Ordering::SeqCst);
-            if let Some(gate) = &self.load_gate {
-                gate.acquire().await.unwrap().forget();
-            }
-            self.loads_in_flight.fetch_sub(1, Ordering::SeqCst);
-            self.inner.load(pid, sel).await
-        })
-    }
-    fn delete(
-        &self,
-        pid: PersistenceId,
-        sel: SnapshotSelection,
-    ) -> BoxFuture<'_, Result<(), StoreError>> {
-        SnapshotStore::delete(&self.inner, pid, sel)
-    }
-}
-
-impl EventQuery for FlakyStore {
-    fn events_by_persistence_id(
-        &self,
-        pid: PersistenceId,
-        from: u64,
-        to: u64,
-        mode: QueryMode,
-    ) -> EventStream {
-        self.inner.events_by_persistence_id(pid, from, to, mode)
-    }
-    fn events_by_tag(&self, tag: String, after: Offset, mode: QueryMode) -> EventStream {
-        self.inner.events_by_tag(tag, after, mode)
-    }
-    fn persistence_ids(&self, mode: QueryMode) -> PersistenceIdStream {
-        self.inner.persistence_ids(mode)
-    }
+fn faulty() -> FaultyStore {
+    FaultyStore::new(Arc::new(MemoryStore::new()))
 }
 
 #[tokio::test(start_paused = true)]
 async fn persist_failure_fails_the_command_and_restarts_with_backoff() {
-    let store = Arc::new(FlakyStore::new(None));
-    let (system, counters) = setup(store.clone(), EntitySettings::default());
+    let store = faulty();
+    let (system, counters) = setup(Arc::new(store.clone()), EntitySettings::default());
     assert_eq!(add(&counters, "f", 1).await.unwrap(), 1);
-    store.fail_appends.store(true, Ordering::SeqCst);
+    store.set(
+        Op::Append,
+        Fault::Fail(StoreError::Unavailable("injected".into())),
+    );
     let err = add(&counters, "f", 5).await.unwrap_err();
     assert!(
         matches!(err, AskError::Failed(ref why) if why.contains("persist failed")),
         "{err:?}"
     );
-    store.fail_appends.store(false, Ordering::SeqCst);
+    store.set(Op::Append, Fault::Pass);
     // The entity restarts after its backoff, recovers, and the failed command left no trace.
     assert_eq!(
         get(&counters, "f").await,
@@ -547,10 +459,11 @@ async fn commands_wait_while_a_write_is_in_flight() {
 
 #[tokio::test(start_paused = true)]
 async fn recovery_is_limited_to_n_entities_at_once() {
-    let store = Arc::new(FlakyStore::new(Some(tokio::sync::Semaphore::new(0))));
+    let store = faulty();
+    store.set(Op::Load, Fault::Hold);
     let system = ActorSystem::with_seed("limit", 1);
     let persistence = Persistence::with_settings(
-        store.clone(),
+        Arc::new(store.clone()),
         PersistenceSettings {
             max_concurrent_recoveries: 2,
             writer_id: Some("w".into()),
@@ -568,13 +481,13 @@ async fn recovery_is_limited_to_n_entities_at_once() {
     // With time paused, this sleep returns only once every task is idle: all 20 entities have
     // started and are either recovering (held at the gate) or waiting for a permit.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(store.loads_in_flight.load(Ordering::SeqCst), 2);
+    assert_eq!(store.stats(Op::Load).waiting, 2);
     assert_eq!(persistence.available_recoveries(), 0);
-    store.load_gate.as_ref().unwrap().add_permits(20);
+    store.release(Op::Load, 20);
     for r in &refs {
         assert_eq!(r.ask(Cmd::Get, T).await.unwrap().total, 0);
     }
-    assert_eq!(store.max_loads_in_flight.load(Ordering::SeqCst), 2);
+    assert_eq!(store.stats(Op::Load).max_waiting, 2);
     assert_eq!(
         persistence.available_recoveries(),
         2,

@@ -5,14 +5,12 @@
 #![allow(dead_code)]
 
 use std::fs::File;
-use std::future::Future;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
 use std::sync::mpsc::{RecvTimeoutError, channel};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt, Full};
@@ -23,15 +21,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
-use shoal::persistence::memory::MemoryStore;
-use shoal::persistence::store::{
-    AtomicWrite, EventQuery, EventRecord, EventStream, Journal, Offset, PersistenceId,
-    PersistenceIdStream, QueryMode, SnapshotRecord, SnapshotSelection, SnapshotStore, Store,
-    StoreError,
-};
+use shoal::persistence::store::{EventRecord, Offset, PersistenceId, QueryMode, Store};
 use shoal::store_url::StoreUrl;
 use shopping_cart::{Config, Server};
-use tokio::sync::{Semaphore, watch};
 
 /// How long any single HTTP exchange may take before the test fails (instead of hanging).
 pub(crate) const REQUEST_DEADLINE: Duration = Duration::from_secs(30);
@@ -232,147 +224,6 @@ pub(crate) async fn count_tagged(store: &Arc<dyn Store>, tag: &str) -> usize {
         .map(|e| e.expect("tag query"))
         .filter(|e| e.event.tags.iter().any(|t| t == tag))
         .count()
-}
-
-// ---------------------------------------------------------------------------------------
-// A store with injectable faults
-
-/// What [`FaultyStore`] does with appends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Mode {
-    /// Store them.
-    Pass,
-    /// Refuse them with [`StoreError::Unavailable`] (nothing stored).
-    Fail,
-    /// Hold each until [`FaultyStore::release`] lets it through, then store it.
-    Hold,
-}
-
-/// A [`MemoryStore`] whose appends can be made to fail or to wait.
-#[derive(Clone)]
-pub(crate) struct FaultyStore {
-    inner: MemoryStore,
-    ctl: Arc<Control>,
-}
-
-struct Control {
-    mode: Mutex<Mode>,
-    gate: Semaphore,
-    held: watch::Sender<usize>,
-}
-
-impl FaultyStore {
-    pub(crate) fn new() -> Self {
-        Self {
-            inner: MemoryStore::new(),
-            ctl: Arc::new(Control {
-                mode: Mutex::new(Mode::Pass),
-                gate: Semaphore::new(0),
-                held: watch::Sender::new(0),
-            }),
-        }
-    }
-
-    pub(crate) fn set_mode(&self, mode: Mode) {
-        *self.ctl.mode.lock().unwrap() = mode;
-    }
-
-    /// Lets `n` held appends through.
-    pub(crate) fn release(&self, n: usize) {
-        self.ctl.gate.add_permits(n);
-    }
-
-    /// Waits until `n` appends have been held in total.
-    pub(crate) async fn wait_held(&self, n: usize) {
-        let mut held = self.ctl.held.subscribe();
-        tokio::time::timeout(REQUEST_DEADLINE, held.wait_for(|h| *h >= n))
-            .await
-            .expect("appends reach the store in time")
-            .expect("the sender lives in the store");
-    }
-}
-
-type Fut<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
-
-impl Journal for FaultyStore {
-    fn append(&self, write: AtomicWrite) -> Fut<'_, ()> {
-        Box::pin(async move {
-            let mode = *self.ctl.mode.lock().unwrap();
-            match mode {
-                Mode::Pass => {}
-                Mode::Fail => {
-                    return Err(StoreError::Unavailable("injected failure".to_owned()));
-                }
-                Mode::Hold => {
-                    self.ctl.held.send_modify(|h| *h += 1);
-                    self.ctl
-                        .gate
-                        .acquire()
-                        .await
-                        .expect("the gate is never closed")
-                        .forget();
-                }
-            }
-            self.inner.append(write).await
-        })
-    }
-
-    fn replay(
-        &self,
-        pid: PersistenceId,
-        from_seq_nr: u64,
-        to_seq_nr: u64,
-        max: usize,
-    ) -> Fut<'_, Vec<EventRecord>> {
-        self.inner.replay(pid, from_seq_nr, to_seq_nr, max)
-    }
-
-    fn highest_seq_nr(&self, pid: PersistenceId) -> Fut<'_, u64> {
-        self.inner.highest_seq_nr(pid)
-    }
-
-    fn delete_to(&self, pid: PersistenceId, to_seq_nr: u64) -> Fut<'_, ()> {
-        self.inner.delete_to(pid, to_seq_nr)
-    }
-}
-
-impl SnapshotStore for FaultyStore {
-    fn save(&self, snapshot: SnapshotRecord) -> Fut<'_, ()> {
-        self.inner.save(snapshot)
-    }
-
-    fn load(
-        &self,
-        pid: PersistenceId,
-        selection: SnapshotSelection,
-    ) -> Fut<'_, Option<SnapshotRecord>> {
-        self.inner.load(pid, selection)
-    }
-
-    fn delete(&self, pid: PersistenceId, selection: SnapshotSelection) -> Fut<'_, ()> {
-        self.inner.delete(pid, selection)
-    }
-}
-
-impl EventQuery for FaultyStore {
-    fn events_by_persistence_id(
-        &self,
-        pid: PersistenceId,
-        from_seq_nr: u64,
-        to_seq_nr: u64,
-        mode: QueryMode,
-    ) -> EventStream {
-        self.inner
-            .events_by_persistence_id(pid, from_seq_nr, to_seq_nr, mode)
-    }
-
-    fn events_by_tag(&self, tag: String, after: Offset, mode: QueryMode) -> EventStream {
-        self.inner.events_by_tag(tag, after, mode)
-    }
-
-    fn persistence_ids(&self, mode: QueryMode) -> PersistenceIdStream {
-        self.inner.persistence_ids(mode)
-    }
 }
 
 // ---------------------------------------------------------------------------------------
