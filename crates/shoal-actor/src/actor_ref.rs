@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -48,10 +48,9 @@ pub(crate) enum StopHooks {
 /// tell "no reply" from "the actor stopped while handling my request".
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Activity {
-    /// Handler runs begun so far.
-    pub(crate) seq: u64,
-    /// A handler is running, or its outcome (carry on, restart, stop) is not decided yet.
-    pub(crate) busy: bool,
+    /// Bumped when a handler's outcome settles while someone watches (a wake-up only; the
+    /// handler state itself is in [`Cell::handler`]).
+    pub(crate) settles: u64,
     /// Set as soon as the actor decides to stop, before its children and hook run.
     pub(crate) stopping: Option<StopReason>,
 }
@@ -70,6 +69,10 @@ pub(crate) struct Cell {
     /// `None` while running; the reason once stopped.
     pub(crate) stopped: watch::Sender<Option<StopReason>>,
     pub(crate) activity: watch::Sender<Activity>,
+    /// `(handler runs begun << 1) | busy`: busy while a handler runs or its outcome (carry on,
+    /// restart, stop) is not decided yet. Written only by the actor's task; atomics keep the
+    /// per-message cost off any lock.
+    pub(crate) handler: AtomicU64,
     /// Receptionist deregistrations and watch notifications.
     pub(crate) stop_hooks: Mutex<StopHooks>,
     pub(crate) dead_letters: Arc<DeadLetters>,
@@ -93,6 +96,7 @@ impl Cell {
             kill_requested: AtomicBool::new(false),
             stopped: watch::Sender::new(None),
             activity: watch::Sender::new(Activity::default()),
+            handler: AtomicU64::new(0),
             stop_hooks: Mutex::new(StopHooks::Open {
                 next_id: 0,
                 hooks: BTreeMap::new(),
@@ -137,21 +141,18 @@ impl Cell {
 
     /// A handler starts. Nobody waits for this transition, so nobody is woken.
     pub(crate) fn begin_message(&self) {
-        self.activity.send_if_modified(|a| {
-            a.seq += 1;
-            a.busy = true;
-            false
-        });
+        let runs = self.handler.load(Ordering::SeqCst) >> 1;
+        self.handler.store(((runs + 1) << 1) | 1, Ordering::SeqCst);
     }
 
     /// The last handler's outcome is settled and the actor carries on. Wakes askers waiting
-    /// in [`why_no_reply`](Self::why_no_reply), if there are any (checked under the channel's
-    /// lock, which an asker's first look at the state also takes).
+    /// in [`why_no_reply`](Self::why_no_reply), if any: they subscribe before they read the
+    /// handler state, so either they see it settled or this sees them subscribed.
     pub(crate) fn settled(&self) {
-        self.activity.send_if_modified(|a| {
-            a.busy = false;
-            self.activity.receiver_count() > 0
-        });
+        self.handler.fetch_and(!1, Ordering::SeqCst);
+        if self.activity.receiver_count() > 0 {
+            self.activity.send_modify(|a| a.settles += 1);
+        }
     }
 
     /// The actor has decided to stop.
@@ -205,10 +206,13 @@ impl Cell {
     /// to `within`) until its outcome is settled, then reports the stop if there is one.
     pub(crate) async fn why_no_reply(&self, within: Duration) -> AskError {
         let mut activity = self.activity.subscribe();
-        let now = activity.borrow_and_update().clone();
-        if now.busy && now.stopping.is_none() {
-            let settled =
-                activity.wait_for(|a| a.stopping.is_some() || !a.busy || a.seq != now.seq);
+        let stopping = activity.borrow_and_update().stopping.is_some();
+        let now = self.handler.load(Ordering::SeqCst);
+        if now & 1 == 1 && !stopping {
+            let settled = activity.wait_for(|a| {
+                let current = self.handler.load(Ordering::SeqCst);
+                a.stopping.is_some() || current & 1 == 0 || current >> 1 != now >> 1
+            });
             let _ = tokio::time::timeout(within, settled).await;
         }
         match self.known_stop_reason() {

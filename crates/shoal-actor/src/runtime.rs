@@ -136,12 +136,17 @@ async fn run_incarnation<A: Actor>(
         let msg = match ctx.unstashed.pop_front() {
             Some(m) => m,
             None => {
-                let env = tokio::select! {
-                    biased;
-                    _ = ctx.cell.kill.notified() => {
-                        return Outcome::Stopped(ctx.cell.take_kill_reason())
-                    }
-                    env = rx.recv() => env,
+                // Fast path: a queued message needs no wait (a pending kill was checked
+                // above). Only an empty mailbox waits, on the kill signal and the mailbox.
+                let env = match rx.try_recv() {
+                    Ok(env) => Some(env),
+                    Err(_) => tokio::select! {
+                        biased;
+                        _ = ctx.cell.kill.notified() => {
+                            return Outcome::Stopped(ctx.cell.take_kill_reason())
+                        }
+                        env = rx.recv() => env,
+                    },
                 };
                 match env {
                     Some(Envelope::User(m)) => m,
