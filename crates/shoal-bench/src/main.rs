@@ -5,7 +5,9 @@
 //! cargo run --release -p shoal-bench -- ask --seconds 5
 //! cargo run --release -p shoal-bench -- sqlite --entities 1,64,1024 --seconds 10
 //! cargo run --release -p shoal-bench -- recovery --events 100000
+//! cargo run --release -p shoal-bench -- remote --seconds 5
 //! cargo run --release -p shoal-bench -- probe
+//! cargo run --release -p shoal-bench -- postgres --entities 1024 --seconds 10
 //! ```
 //!
 //! Results are printed as markdown rows for `BENCHMARKS.md`. Disk-bound figures print a
@@ -15,6 +17,8 @@
 mod ask;
 mod measure;
 mod persist;
+mod pg;
+mod remote;
 
 use clap::{Parser, Subcommand};
 
@@ -54,6 +58,28 @@ enum Command {
         #[arg(long, default_value_t = 100_000)]
         events: u64,
     },
+    /// The PostgreSQL store on a throwaway server: persisted events/s vs a bare INSERT loop,
+    /// live tag stream lag, tag query catch-up.
+    Postgres {
+        /// Concurrently busy entities.
+        #[arg(long, default_value_t = 1024)]
+        entities: usize,
+        /// Seconds per measured phase.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Events/s written while measuring the lag of a live tag stream.
+        #[arg(long, default_value_t = 10_000)]
+        lag_rate: u64,
+        /// Events a tag query catches up over.
+        #[arg(long, default_value_t = 1_000_000)]
+        catchup_events: u64,
+    },
+    /// Remote one-way messages/s vs a bare pipelined TCP loop; remote ask round trips.
+    Remote {
+        /// Seconds per measured phase.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
     /// The disk's flush rate (fdatasync/s) in a temporary directory.
     Probe,
 }
@@ -69,10 +95,18 @@ fn main() -> anyhow::Result<()> {
                 ask::run(seconds).await?;
                 persist::sqlite(&[1, 64, 1024], seconds).await?;
                 persist::recovery(100_000).await?;
+                remote::run(seconds).await?;
             }
             Command::Ask { seconds } => ask::run(seconds).await?,
             Command::Sqlite { entities, seconds } => persist::sqlite(&entities, seconds).await?,
             Command::Recovery { events } => persist::recovery(events).await?,
+            Command::Remote { seconds } => remote::run(seconds).await?,
+            Command::Postgres {
+                entities,
+                seconds,
+                lag_rate,
+                catchup_events,
+            } => pg::run(entities, seconds, lag_rate, catchup_events).await?,
             Command::Probe => {
                 let dir = tempfile::tempdir()?;
                 println!(

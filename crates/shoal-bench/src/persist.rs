@@ -99,7 +99,7 @@ fn bare_insert_rate(path: &std::path::Path, rows: usize, seconds: u64) -> anyhow
     Ok(total as f64 / start.elapsed().as_secs_f64())
 }
 
-async fn entity_rate(
+pub(crate) async fn entity_rate(
     store: Arc<dyn Store>,
     entities: usize,
     seconds: u64,

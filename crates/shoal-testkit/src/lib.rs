@@ -1,0 +1,19 @@
+//! Test harnesses for Shoal.
+//!
+//! [`TempPostgres`] starts a throwaway PostgreSQL server from the binaries installed on the
+//! machine, for tests and benchmarks of the PostgreSQL store:
+//!
+//! ```no_run
+//! use shoal_testkit::TempPostgres;
+//!
+//! let pg = TempPostgres::start();
+//! println!("connect to {}", pg.url());
+//! // … run the test; the server is stopped and its directory removed on drop.
+//! ```
+//!
+//! Tests that need PostgreSQL never skip themselves when it is missing: [`TempPostgres::start`]
+//! panics with a message saying how to install it.
+
+mod postgres;
+
+pub use postgres::{TempPostgres, TempPostgresBuilder};
