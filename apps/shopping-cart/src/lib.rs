@@ -109,11 +109,14 @@ mod tests {
     }
 
     #[test]
-    fn an_unsupported_store_is_refused_at_parse_time() {
-        let err = Args::try_parse_from(["shopping-cart", "--store", "postgres://db/shoal"])
+    fn store_urls_are_checked_at_parse_time() {
+        let args =
+            Args::try_parse_from(["shopping-cart", "--store", "postgres://db/shoal"]).unwrap();
+        assert_eq!(args.store, StoreUrl::Postgres("postgres://db/shoal".into()));
+        let err = Args::try_parse_from(["shopping-cart", "--store", "postgres:"])
             .unwrap_err()
             .to_string();
-        assert!(err.contains("not supported yet"), "{err}");
+        assert!(err.contains("invalid store URL"), "{err}");
         let err = Args::try_parse_from(["shopping-cart", "--store", "cassandra://x"])
             .unwrap_err()
             .to_string();

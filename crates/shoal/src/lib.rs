@@ -7,6 +7,7 @@
 //! * [`persistence`] — event-sourced entities, store traits, the in-memory store
 //!   ([`shoal_persistence`]).
 //! * [`sqlite`] — the embedded default store ([`shoal_sqlite`]).
+//! * [`postgres`] — the PostgreSQL store a cluster shares ([`shoal_postgres`]).
 //! * [`store_url`] — choose and open a store from a URL (`memory:`, `sqlite:PATH`), as a
 //!   service's `--store` flag does.
 //!
@@ -14,6 +15,7 @@
 
 pub use shoal_actor as actor;
 pub use shoal_persistence as persistence;
+pub use shoal_postgres as postgres;
 pub use shoal_sqlite as sqlite;
 
 pub mod store_url;

@@ -4,7 +4,7 @@
 //! | --- | --- |
 //! | `memory:` | a fresh [`MemoryStore`]: lost when the process exits |
 //! | `sqlite:PATH` (also `sqlite://PATH`) | the embedded SQLite store at `PATH`, parent directories created |
-//! | `postgres://…`, `postgresql://…` | not supported yet: [`StoreUrlError::Unsupported`] |
+//! | `postgres://…`, `postgresql://…` | the PostgreSQL store (schema created on first use), shared by every node of a cluster |
 //!
 //! `PATH` is a file system path, relative to the working directory unless it starts with
 //! `/`: `sqlite:./data/cart.db`, `sqlite:/var/lib/shoal/cart.db` and
@@ -17,7 +17,8 @@
 //! let store = open_store("memory:").await.unwrap();
 //! # drop(store);
 //! assert!(matches!(StoreUrl::parse("sqlite:./data/cart.db"), Ok(StoreUrl::Sqlite(_))));
-//! assert!(matches!(open_store("postgres://db/shoal").await, Err(StoreUrlError::Unsupported { .. })));
+//! assert!(matches!(StoreUrl::parse("postgres://app@db/shoal"), Ok(StoreUrl::Postgres(_))));
+//! assert!(matches!(StoreUrl::parse("cassandra://db"), Err(StoreUrlError::UnknownScheme { .. })));
 //! # }
 //! ```
 
@@ -36,6 +37,9 @@ pub enum StoreUrl {
     Memory,
     /// `sqlite:PATH` — the SQLite database file at `PATH`.
     Sqlite(PathBuf),
+    /// `postgres://…` — a PostgreSQL database (the URL as given; shown with its password
+    /// hidden).
+    Postgres(String),
 }
 
 impl StoreUrl {
@@ -80,10 +84,16 @@ impl StoreUrl {
                 }
                 Ok(StoreUrl::Sqlite(PathBuf::from(path)))
             }
-            "postgres" | "postgresql" => Err(StoreUrlError::Unsupported {
-                url: redact(url),
-                scheme: "PostgreSQL",
-            }),
+            "postgres" | "postgresql" => {
+                if rest.strip_prefix("//").is_none_or(str::is_empty) {
+                    return Err(StoreUrlError::Invalid {
+                        url: redact(url),
+                        reason: "expected `postgres://[user[:password]@]host[:port]/database`"
+                            .to_owned(),
+                    });
+                }
+                Ok(StoreUrl::Postgres(trimmed.to_owned()))
+            }
             _ => Err(StoreUrlError::UnknownScheme {
                 url: url.to_owned(),
             }),
@@ -96,6 +106,15 @@ impl StoreUrl {
         match self {
             StoreUrl::Memory => Ok(Arc::new(MemoryStore::new())),
             StoreUrl::Sqlite(path) => open_sqlite(path).await,
+            StoreUrl::Postgres(url) => {
+                let store = shoal_postgres::PostgresStore::connect_url(url)
+                    .await
+                    .map_err(|source| StoreUrlError::Postgres {
+                        url: redact(url),
+                        source: Box::new(source),
+                    })?;
+                Ok(Arc::new(store) as Arc<dyn Store>)
+            }
         }
     }
 }
@@ -113,11 +132,12 @@ impl fmt::Display for StoreUrl {
         match self {
             StoreUrl::Memory => f.write_str("memory:"),
             StoreUrl::Sqlite(path) => write!(f, "sqlite:{}", path.display()),
+            StoreUrl::Postgres(url) => f.write_str(&redact(url)),
         }
     }
 }
 
-/// Parses `url` and opens the store it names: `memory:` or `sqlite:PATH`.
+/// Parses `url` and opens the store it names: `memory:`, `sqlite:PATH` or `postgres://…`.
 ///
 /// For SQLite the parent directories of `PATH` are created if missing, and the database
 /// (with its schema) if it does not exist yet.
@@ -170,23 +190,13 @@ fn redact(url: &str) -> String {
 #[non_exhaustive]
 pub enum StoreUrlError {
     /// The URL is empty.
-    #[error("the store URL is empty; use `memory:` or `sqlite:PATH`")]
+    #[error("the store URL is empty; use `memory:`, `sqlite:PATH` or `postgres://…`")]
     Empty,
     /// The scheme is not one Shoal knows.
-    #[error("unknown store URL {url:?}; use `memory:` or `sqlite:PATH`")]
+    #[error("unknown store URL {url:?}; use `memory:`, `sqlite:PATH` or `postgres://…`")]
     UnknownScheme {
         /// The URL as given.
         url: String,
-    },
-    /// A known scheme whose backend is not implemented yet.
-    #[error(
-        "{scheme} stores are not supported yet (store URL {url:?}); use `sqlite:PATH` or `memory:`"
-    )]
-    Unsupported {
-        /// The URL as given, with any password hidden.
-        url: String,
-        /// The backend's name.
-        scheme: &'static str,
     },
     /// A known scheme with a malformed rest.
     #[error("invalid store URL {url:?}: {reason}")]
@@ -213,6 +223,16 @@ pub enum StoreUrlError {
         /// Why (boxed: SQLite's error is large).
         #[source]
         source: Box<shoal_sqlite::SqliteError>,
+    },
+    /// The PostgreSQL store could not be opened (unreachable server, bad credentials, schema
+    /// refused).
+    #[error("cannot open the PostgreSQL store at {url}: {source}")]
+    Postgres {
+        /// The URL, password hidden.
+        url: String,
+        /// Why.
+        #[source]
+        source: Box<shoal_postgres::PostgresError>,
     },
 }
 
@@ -264,17 +284,31 @@ mod tests {
     }
 
     #[test]
-    fn postgres_is_not_supported_yet_and_hides_the_password() {
-        let err = StoreUrl::parse("postgres://app:s3cret@db:5432/shoal").unwrap_err();
-        let msg = err.to_string();
-        assert!(matches!(err, StoreUrlError::Unsupported { .. }), "{msg}");
-        assert!(msg.contains("not supported yet"), "{msg}");
-        assert!(!msg.contains("s3cret"), "{msg}");
-        assert!(msg.contains("app:***@db:5432/shoal"), "{msg}");
+    fn postgres_urls_parse_and_hide_the_password() {
+        let url = StoreUrl::parse("postgres://app:s3cret@db:5432/shoal").unwrap();
+        assert_eq!(
+            url,
+            StoreUrl::Postgres("postgres://app:s3cret@db:5432/shoal".into())
+        );
+        assert_eq!(url.to_string(), "postgres://app:***@db:5432/shoal");
         assert!(matches!(
             StoreUrl::parse("postgresql://db/shoal"),
-            Err(StoreUrlError::Unsupported { .. })
+            Ok(StoreUrl::Postgres(_))
         ));
+        let err = StoreUrl::parse("postgres:").unwrap_err();
+        assert!(matches!(err, StoreUrlError::Invalid { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_postgres_is_a_typed_error_without_the_password() {
+        // Port 1 on loopback: nothing listens there.
+        let err = open_store("postgres://app:s3cret@127.0.0.1:1/shoal")
+            .await
+            .err()
+            .expect("no server on port 1");
+        let msg = err.to_string();
+        assert!(matches!(err, StoreUrlError::Postgres { .. }), "{msg}");
+        assert!(!msg.contains("s3cret"), "{msg}");
     }
 
     #[tokio::test]

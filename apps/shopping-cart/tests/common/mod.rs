@@ -240,6 +240,11 @@ impl Binary {
     /// Starts the binary on `--store sqlite:{db}` and a free port, and waits (bounded) for its
     /// `listening on http://…` line. Its log goes to `log`.
     pub(crate) fn start(db: &Path, log: &Path) -> Self {
+        Self::start_on(&format!("sqlite:{}", db.display()), log)
+    }
+
+    /// Starts the binary on the store `url` (see [`Binary::start`]).
+    pub(crate) fn start_on(store_url: &str, log: &Path) -> Self {
         let log_file = File::options()
             .create(true)
             .append(true)
@@ -249,7 +254,7 @@ impl Binary {
             .arg("--http")
             .arg("127.0.0.1:0")
             .arg("--store")
-            .arg(format!("sqlite:{}", db.display()))
+            .arg(store_url)
             .env_remove("SHOAL_HTTP")
             .env_remove("SHOAL_STORE")
             .env_remove("SHOAL_ASK_TIMEOUT_MS")
