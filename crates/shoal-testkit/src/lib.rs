@@ -14,6 +14,8 @@
 //! Tests that need PostgreSQL never skip themselves when it is missing: [`TempPostgres::start`]
 //! panics with a message saying how to install it.
 
+mod node;
 mod postgres;
 
+pub use node::{NodeProcess, free_port, up_members};
 pub use postgres::{TempPostgres, TempPostgresBuilder};

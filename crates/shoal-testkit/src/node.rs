@@ -1,0 +1,156 @@
+//! [`NodeProcess`]: a `shoal-node` binary running as a child process on loopback, observed
+//! through its management HTTP.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::channel;
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+
+/// A free TCP port on 127.0.0.1 (bound, then released: another process could take it in
+/// between, which is unlikely on a test machine).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// One node process. Killed (SIGKILL) when dropped.
+pub struct NodeProcess {
+    child: Child,
+    /// The node's cluster address.
+    pub cluster: SocketAddr,
+    /// Its identity as printed at start (`ADDRESS#INCARNATION`).
+    pub identity: String,
+    /// Its management address.
+    pub management: SocketAddr,
+}
+
+impl NodeProcess {
+    /// Starts `bin` (the `shoal-node` binary) on `cluster` with `seeds`, management on a free
+    /// port, and waits (up to 60 s) for its start line. Its logs go to this process's stderr.
+    pub fn start(bin: &Path, cluster: SocketAddr, seeds: &[SocketAddr], secret: &str) -> Self {
+        let seeds: Vec<String> = seeds.iter().map(|s| s.to_string()).collect();
+        let mut child = Command::new(bin)
+            .arg("--cluster")
+            .arg(cluster.to_string())
+            .arg("--seed")
+            .arg(seeds.join(","))
+            .arg("--management")
+            .arg("127.0.0.1:0")
+            .env("SHOAL_CLUSTER_SECRET", secret)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("node on {cluster} printed no start line: {e}"));
+        // `node ADDRESS#INCARNATION management http://ADDR`
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        assert!(
+            parts.len() == 4 && parts[0] == "node" && parts[2] == "management",
+            "unexpected start line {line:?}"
+        );
+        let management = parts[3]
+            .trim_start_matches("http://")
+            .parse()
+            .unwrap_or_else(|e| panic!("management address in {line:?}: {e}"));
+        Self {
+            child,
+            cluster,
+            identity: parts[1].to_owned(),
+            management,
+        }
+    }
+
+    /// Kills the process with SIGKILL and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// `GET /cluster/members` as JSON.
+    pub async fn members(&self) -> Value {
+        let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+        let uri = format!("http://{}/cluster/members", self.management)
+            .parse()
+            .expect("a valid URI");
+        let response = tokio::time::timeout(Duration::from_secs(10), client.get(uri))
+            .await
+            .expect("management answers within 10 s")
+            .expect("management answers");
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        serde_json::from_slice(&body).expect("JSON members")
+    }
+
+    /// Polls [`members`](Self::members) until `pred` holds, up to `within`; returns the
+    /// members that satisfied it and how long it took. Panics with the last answer if not.
+    pub async fn wait_members(
+        &self,
+        within: Duration,
+        mut pred: impl FnMut(&Value) -> bool,
+    ) -> (Value, Duration) {
+        let start = Instant::now();
+        loop {
+            let members = self.members().await;
+            if pred(&members) {
+                return (members, start.elapsed());
+            }
+            assert!(
+                start.elapsed() < within,
+                "node {}: condition not reached within {within:?}; members: {members:#}",
+                self.identity
+            );
+            // Polling an external process: there is nothing to await but time.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Members with status `Up`, as `(address, incarnation)`.
+pub fn up_members(members: &Value) -> Vec<(String, u64)> {
+    members["members"]
+        .as_array()
+        .map(|ms| {
+            ms.iter()
+                .filter(|m| m["status"] == "Up")
+                .map(|m| {
+                    (
+                        m["address"].as_str().unwrap_or_default().to_owned(),
+                        m["incarnation"].as_u64().unwrap_or_default(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
