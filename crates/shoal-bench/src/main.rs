@@ -7,6 +7,7 @@
 //! cargo run --release -p shoal-bench -- recovery --events 100000
 //! cargo run --release -p shoal-bench -- remote --seconds 5
 //! cargo run --release -p shoal-bench -- probe
+//! cargo build --release -p shoal-management && cargo run --release -p shoal-bench -- failover
 //! cargo run --release -p shoal-bench -- postgres --entities 1024 --seconds 10
 //! ```
 //!
@@ -15,6 +16,7 @@
 //! before, because this machine's disk has two speeds.
 
 mod ask;
+mod failover;
 mod measure;
 mod persist;
 mod pg;
@@ -80,6 +82,12 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         seconds: u64,
     },
+    /// Time from SIGKILL of a node to its removal (needs the release `shoal-node` binary).
+    Failover {
+        /// How many kills to time.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     /// The disk's flush rate (fdatasync/s) in a temporary directory.
     Probe,
 }
@@ -101,6 +109,7 @@ fn main() -> anyhow::Result<()> {
             Command::Sqlite { entities, seconds } => persist::sqlite(&entities, seconds).await?,
             Command::Recovery { events } => persist::recovery(events).await?,
             Command::Remote { seconds } => remote::run(seconds).await?,
+            Command::Failover { runs } => failover::run(runs.max(1)).await?,
             Command::Postgres {
                 entities,
                 seconds,
