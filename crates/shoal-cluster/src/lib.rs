@@ -35,6 +35,15 @@
 //! `shoal_remote::Endpoint`). The handle gives the current [`ClusterState`] on a `watch`
 //! channel and events on a broadcast subscription.
 //!
+//! [`RemoteLink`] runs membership over a `shoal_remote::Remote` (one endpoint for membership,
+//! singletons and user actors).
+//!
+//! # Singletons: [`ClusterSingleton`]
+//!
+//! One instance of an actor per cluster, on the oldest `Up` member (optionally of a role),
+//! handed over on leave, replaced after a crash once the old one is removed plus a margin; a
+//! [`SingletonProxy`] on every node finds it and buffers while it moves. See [`singleton`].
+//!
 //! # Member lifecycle
 //!
 //! ```text
@@ -98,6 +107,7 @@ pub mod message;
 pub mod reachability;
 pub mod runner;
 pub mod sbr;
+pub mod singleton;
 pub mod time;
 
 pub use config::{
@@ -111,7 +121,8 @@ pub use member::{IllegalTransition, Member, MemberStatus};
 pub use membership::{ClusterState, Effect, Input, Membership, ShutdownReason};
 pub use message::ClusterMessage;
 pub use reachability::{Reachability, ReachabilityStatus};
-pub use runner::{Cluster, ClusterLink, EndpointLink};
+pub use runner::{Cluster, ClusterLink, EndpointLink, RemoteLink};
 pub use sbr::SplitBrainResolver;
 pub use shoal_remote::UniqueAddress;
+pub use singleton::{ClusterSingleton, SingletonProxy, SingletonSettings};
 pub use time::Timestamp;

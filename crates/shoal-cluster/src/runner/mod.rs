@@ -5,6 +5,7 @@
 //! effects. The network is reached through a [`ClusterLink`] (an adapter for a
 //! `shoal_remote::Endpoint` is in [`EndpointLink`]); inbound messages arrive on a channel.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -21,8 +22,10 @@ use crate::sbr::Lease;
 use crate::time::Timestamp;
 
 mod endpoint;
+mod remote;
 
 pub use endpoint::{EndpointLink, decode_inbound};
+pub use remote::{CLUSTER_RECIPIENT, RemoteLink};
 
 /// How the runner reaches other nodes. Sends never wait: a message that cannot be queued is
 /// dropped (the protocol repeats heartbeats, gossip and join requests).
@@ -50,6 +53,7 @@ pub const COMMAND_CAPACITY: usize = 64;
 #[derive(Clone)]
 pub struct Cluster {
     self_node: UniqueAddress,
+    roles: Arc<BTreeSet<String>>,
     commands: mpsc::Sender<Input>,
     stop: Arc<watch::Sender<bool>>,
     state: watch::Receiver<ClusterState>,
@@ -71,6 +75,7 @@ impl Cluster {
         rng_seed: u64,
     ) -> Result<Cluster, ConfigError> {
         let seeds = config.seed_nodes.clone();
+        let roles = Arc::new(config.roles.clone());
         let core = Membership::new(config, self_node, rng_seed)?;
         let (state_tx, state) = watch::channel(core.state());
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
@@ -90,6 +95,7 @@ impl Cluster {
         tokio::spawn(task.run(stop_rx, command_rx, inbound).instrument(span));
         let cluster = Cluster {
             self_node,
+            roles,
             commands,
             stop: Arc::new(stop),
             state,
@@ -105,6 +111,11 @@ impl Cluster {
     /// This node.
     pub fn self_node(&self) -> UniqueAddress {
         self.self_node
+    }
+
+    /// The roles this node declared.
+    pub fn roles(&self) -> &BTreeSet<String> {
+        &self.roles
     }
 
     /// The current view, kept up to date. Use `wait_for` to wait for a condition.
