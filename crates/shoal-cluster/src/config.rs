@@ -5,16 +5,21 @@
 //!
 //! | step | default | worst case after the crash |
 //! |---|---|---|
-//! | last heartbeat answer before the crash | every `heartbeat_interval` = 1 s | up to 1 s earlier than the crash, so ≤ 1 s is "lost" |
-//! | phi reaches `threshold` = 8 | `acceptable_heartbeat_pause` 3 s + mean interval 1 s + ≈5.2 × `min_std_deviation` (100 ms) | ≈ 4.5 s after the last answer |
+//! | last heartbeat answer before the crash | every `heartbeat_interval` = 1 s, per receiver from when it became one (a new member gets its first heartbeat at once) | ≤ 1 s before the crash; the worst case is an answer just before it |
+//! | phi reaches `threshold` = 8, steady history | `acceptable_heartbeat_pause` 3 s + mean interval 1 s + ≈5.2 × `min_std_deviation` (100 ms) | ≈ 4.5 s after the last answer |
+//! | phi reaches 8, member heartbeated < ~10 s (history still near the first estimate, deviation ¼ of the interval = 250 ms) | 3 s + 1 s + ≈5.2 × 250 ms | ≈ 5.3 s after the last answer |
 //! | reaper notices (on a tick) | `tick_interval` = 100 ms | + 0.1 s |
 //! | unreachable spreads | pushed at once to all reachable members | + one network hop |
-//! | resolver waits for a stable view | `stable_after` = 3.5 s | + 3.5 s |
-//! | leader marks it `Down`, pushes, removes on convergence | one round trip, then the next input | + ~0.1 s |
+//! | resolver waits for a stable view | `stable_after` = 3.5 s, from the first report of the member | + 3.5 s |
+//! | resolver acts (on a tick) | `tick_interval` | + 0.1 s |
+//! | leader marks it `Down`, pushes, removes on convergence | acknowledgements answer the push at once, no gossip round | + one round trip |
 //!
-//! That is about 8.2 s in the worst case (≈ 7.7 s on average), against Akka's 25–45 s with
-//! its defaults; [`ClusterConfig::removal_time_estimate`] computes it for any settings and
-//! the in-process simulation tests measure it.
+//! That is about 8.2 s in the worst case for a member that has been up for a while (≈ 7.7 s
+//! on average) and about 9.0 s for one that crashes right after joining, against Akka's
+//! 25–45 s with its defaults; [`ClusterConfig::removal_time_estimate`] computes the larger
+//! bound for any settings and the in-process simulation tests measure both. A node that dies
+//! during its join, before answering any heartbeat, is monitored from
+//! `expected_response_after` (1 s) after its first heartbeat: about 10 s.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -117,6 +122,17 @@ impl FailureDetectorConfig {
     /// Time from the last heartbeat answer until phi reaches `threshold`, for a steady history
     /// (intervals of exactly `heartbeat_interval`, deviation at its floor).
     pub fn detection_time_estimate(&self) -> Duration {
+        self.time_to_threshold(self.min_std_deviation)
+    }
+
+    /// The same for a member answered only once: the history is the first estimate
+    /// (`heartbeat_interval` ± ¼ of it), so the deviation is ¼ of the interval until about ten
+    /// real intervals have been learned. The worst case right after a member joined.
+    pub fn first_detection_time_estimate(&self) -> Duration {
+        self.time_to_threshold((self.heartbeat_interval / 4).max(self.min_std_deviation))
+    }
+
+    fn time_to_threshold(&self, std: Duration) -> Duration {
         // phi grows with y = (elapsed - mean) / std; find y where phi == threshold.
         let (mut lo, mut hi) = (0.0_f64, 40.0_f64);
         for _ in 0..100 {
@@ -127,10 +143,9 @@ impl FailureDetectorConfig {
                 hi = mid;
             }
         }
-        let std = self.min_std_deviation.as_secs_f64();
         self.heartbeat_interval
             + self.acceptable_heartbeat_pause
-            + Duration::from_secs_f64((hi * std).max(0.0))
+            + Duration::from_secs_f64((hi * std.as_secs_f64()).max(0.0))
     }
 }
 
@@ -413,16 +428,26 @@ impl ClusterConfig {
     }
 
     /// Estimated worst case from a crash to the removal of the crashed member by the others,
-    /// with a steady heartbeat history (see the [module docs](self)). `None` when the
+    /// for a member that answered at least one heartbeat (see the [module docs](self)): the
+    /// detection time of a member answered once, as that is the longer one. `None` when the
     /// split-brain resolver is off: then an operator must down the member.
     pub fn removal_time_estimate(&self) -> Option<Duration> {
-        let sbr = self.split_brain_resolver.as_ref()?;
-        Some(
-            self.failure_detector.detection_time_estimate()
-                + self.tick_interval
-                + sbr.stable_after
-                + self.tick_interval,
+        let fd = &self.failure_detector;
+        self.removal_after_detection(
+            fd.detection_time_estimate()
+                .max(fd.first_detection_time_estimate()),
         )
+    }
+
+    /// The same for a member with a steady heartbeat history (up for ten heartbeats or more).
+    pub fn steady_removal_time_estimate(&self) -> Option<Duration> {
+        self.removal_after_detection(self.failure_detector.detection_time_estimate())
+    }
+
+    /// Detection, noticed on a tick, `stable_after`, the resolver's tick.
+    fn removal_after_detection(&self, detection: Duration) -> Option<Duration> {
+        let sbr = self.split_brain_resolver.as_ref()?;
+        Some(detection + self.tick_interval + sbr.stable_after + self.tick_interval)
     }
 }
 
@@ -440,16 +465,30 @@ mod tests {
         assert_eq!(c.validate(), Ok(()));
         let detect = c.failure_detector.detection_time_estimate();
         assert!(detect > ms(4_500) && detect < ms(4_550), "{detect:?}");
+        // Answered once: deviation 250 ms instead of 100 ms.
+        let first = c.failure_detector.first_detection_time_estimate();
+        assert!(first > ms(5_290) && first < ms(5_320), "{first:?}");
+        let steady = c.steady_removal_time_estimate().unwrap();
+        assert!(steady > ms(8_200) && steady < ms(8_300), "{steady:?}");
         let total = c.removal_time_estimate().unwrap();
-        assert!(
-            total > Duration::from_secs(8) && total < Duration::from_millis(8300),
-            "{total:?}"
-        );
+        assert!(total > ms(8_950) && total < ms(9_050), "{total:?}");
         let no_sbr = ClusterConfig {
             split_brain_resolver: None,
             ..ClusterConfig::default()
         };
         assert_eq!(no_sbr.removal_time_estimate(), None);
+        assert_eq!(no_sbr.steady_removal_time_estimate(), None);
+        // With a floor above a quarter of the interval both detection times are equal.
+        let mut wide = ClusterConfig::default();
+        wide.failure_detector.min_std_deviation = ms(400);
+        assert_eq!(
+            wide.failure_detector.first_detection_time_estimate(),
+            wide.failure_detector.detection_time_estimate()
+        );
+        assert_eq!(
+            wide.removal_time_estimate(),
+            wide.steady_removal_time_estimate()
+        );
     }
 
     #[test]

@@ -7,6 +7,12 @@
 //! receivers, so it notices when they come back. A receiver's answers feed a
 //! [`PhiAccrualFailureDetector`]; one that never answers starts being monitored
 //! `expected_response_after` the first heartbeat.
+//!
+//! Each receiver has its own heartbeat schedule, starting when it becomes a receiver: a member
+//! that just joined gets its first heartbeat at once (while it is certainly alive) instead of
+//! at the next slot of a shared schedule, up to `heartbeat_interval` later. A crash right
+//! after joining then starts from a real answer rather than from `expected_response_after`
+//! without one; the intervals the detector learns stay `heartbeat_interval` long.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -82,7 +88,9 @@ pub(crate) struct Monitor {
     answered: BTreeSet<UniqueAddress>,
     first_sent: BTreeMap<UniqueAddress, Timestamp>,
     sequence_nr: u64,
-    next_heartbeat_at: Option<Timestamp>,
+    /// When each receiver is due its next heartbeat; absent: never sent one since it was
+    /// (re)added.
+    next_heartbeat_at: BTreeMap<UniqueAddress, Timestamp>,
 }
 
 impl Monitor {
@@ -94,7 +102,7 @@ impl Monitor {
             answered: BTreeSet::new(),
             first_sent: BTreeMap::new(),
             sequence_nr: 0,
-            next_heartbeat_at: None,
+            next_heartbeat_at: BTreeMap::new(),
         }
     }
 
@@ -107,29 +115,50 @@ impl Monitor {
         self.detectors.retain(|a, _| receivers.contains(a));
         self.answered.retain(|a| receivers.contains(a));
         self.first_sent.retain(|a, _| receivers.contains(a));
+        self.next_heartbeat_at.retain(|a, _| receivers.contains(a));
         self.receivers = receivers;
     }
 
-    /// If heartbeats are due at `now`: their sequence number and the receivers to send to.
+    /// The heartbeats due at `now` (every receiver whose `heartbeat_interval` has passed since
+    /// its last one, and new receivers): their sequence number and receivers.
     pub(crate) fn due_heartbeats(&mut self, now: Timestamp) -> Option<(u64, Vec<UniqueAddress>)> {
-        if self.next_heartbeat_at.is_some_and(|at| now < at) {
-            return None;
-        }
+        self.heartbeats_to(now, |next| next.is_none_or(|at| at <= now))
+    }
+
+    /// Heartbeats only to receivers that never got one since they were (re)added: sent as soon
+    /// as a member appears, not at the next tick.
+    pub(crate) fn first_heartbeats(&mut self, now: Timestamp) -> Option<(u64, Vec<UniqueAddress>)> {
+        self.heartbeats_to(now, |next| next.is_none())
+    }
+
+    fn heartbeats_to(
+        &mut self,
+        now: Timestamp,
+        due: impl Fn(Option<Timestamp>) -> bool,
+    ) -> Option<(u64, Vec<UniqueAddress>)> {
         let interval = self.config.heartbeat_interval;
-        self.next_heartbeat_at = Some(match self.next_heartbeat_at {
-            Some(at) if at + interval > now => at + interval,
-            _ => now + interval,
-        });
-        if self.receivers.is_empty() {
+        let to: Vec<UniqueAddress> = self
+            .receivers
+            .iter()
+            .filter(|r| due(self.next_heartbeat_at.get(r).copied()))
+            .copied()
+            .collect();
+        if to.is_empty() {
             return None;
         }
-        self.sequence_nr += 1;
-        for r in &self.receivers {
+        for r in &to {
+            // Keep the receiver's phase unless ticks fell a whole interval behind.
+            let next = match self.next_heartbeat_at.get(r) {
+                Some(at) if *at + interval > now => *at + interval,
+                _ => now + interval,
+            };
+            self.next_heartbeat_at.insert(*r, next);
             if !self.detectors.contains_key(r) {
                 self.first_sent.entry(*r).or_insert(now);
             }
         }
-        Some((self.sequence_nr, self.receivers.iter().copied().collect()))
+        self.sequence_nr += 1;
+        Some((self.sequence_nr, to))
     }
 
     /// A receiver answered.
@@ -239,6 +268,35 @@ mod tests {
         assert_eq!(after.len(), 4);
         assert!(after.contains(&gone));
         assert!(before.is_subset(&after));
+    }
+
+    #[test]
+    fn a_new_receiver_gets_its_first_heartbeat_at_once_and_keeps_its_own_phase() {
+        let mut m = Monitor::new(FailureDetectorConfig::default());
+        let t = Timestamp::from_millis;
+        m.set_receivers(BTreeSet::from([n(2)]));
+        assert_eq!(m.due_heartbeats(t(0)), Some((1, vec![n(2)])));
+        assert_eq!(m.first_heartbeats(t(10)), None);
+        m.set_receivers(BTreeSet::from([n(2), n(3)]));
+        assert_eq!(m.first_heartbeats(t(450)), Some((2, vec![n(3)])));
+        assert_eq!(m.first_heartbeats(t(460)), None);
+        assert_eq!(m.due_heartbeats(t(900)), None);
+        assert_eq!(m.due_heartbeats(t(1000)), Some((3, vec![n(2)])));
+        assert_eq!(m.due_heartbeats(t(1400)), None);
+        assert_eq!(m.due_heartbeats(t(1500)), Some((4, vec![n(3)])));
+        // A silent new receiver is monitored expected_response_after its first heartbeat.
+        m.check_expected_responses(t(1449));
+        assert!(m.detector_of(&n(3)).is_none());
+        m.check_expected_responses(t(1450));
+        assert!(m.detector_of(&n(3)).is_some_and(|d| d.is_monitoring()));
+        // Ticks that fell behind restart the phase instead of sending a burst.
+        assert_eq!(m.due_heartbeats(t(4200)), Some((5, vec![n(2), n(3)])));
+        assert_eq!(m.due_heartbeats(t(5100)), None);
+        assert_eq!(m.due_heartbeats(t(5200)), Some((6, vec![n(2), n(3)])));
+        // A receiver dropped and added again starts over.
+        m.set_receivers(BTreeSet::from([n(2)]));
+        m.set_receivers(BTreeSet::from([n(2), n(3)]));
+        assert_eq!(m.first_heartbeats(t(5300)), Some((7, vec![n(3)])));
     }
 
     #[test]

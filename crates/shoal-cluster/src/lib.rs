@@ -84,17 +84,18 @@
 //! # Failure detection
 //!
 //! Each node sends heartbeats to `monitored_by_nr_of_members` (9) nodes after it on a hashed
-//! ring and feeds their answers to a [`PhiAccrualFailureDetector`] (Akka's defaults:
-//! heartbeat 1 s, threshold 8, acceptable pause 3 s). Its verdicts go into its row of the
-//! gossiped [`Reachability`] table: a member is unreachable when any member that is not
-//! `Down` reports it so.
+//! ring — a new member at once, then every second — and feeds their answers to a
+//! [`PhiAccrualFailureDetector`] (Akka's defaults: heartbeat 1 s, threshold 8, acceptable
+//! pause 3 s). Its verdicts go into its row of the gossiped [`Reachability`] table: a member
+//! is unreachable when any member that is not `Down` reports it so.
 //!
 //! # Split-brain resolution ([`sbr`])
 //!
 //! On by default with keep-majority, `stable_after` 3.5 s, down-all-when-unstable after
 //! 3.5 + 4 s. With the defaults a crashed node is removed ≈ 8.2 s after the crash in the worst
-//! case (see [`config`] for the budget). Strategies are [`sbr::DowningStrategy`]
-//! implementations returning [`sbr::Decision`] values.
+//! case, ≈ 9.0 s if it crashes right after joining (see [`config`] for the budget).
+//! Strategies are [`sbr::DowningStrategy`] implementations returning [`sbr::Decision`]
+//! values.
 
 pub mod config;
 pub mod detector;

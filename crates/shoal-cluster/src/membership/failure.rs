@@ -15,22 +15,7 @@ impl Membership {
     /// On every tick while a member: refresh who to monitor, send heartbeats when due, and
     /// record which monitored nodes became unreachable or reachable again.
     pub(super) fn heartbeat_tick(&mut self, now: Timestamp) {
-        let nodes: BTreeSet<UniqueAddress> = self
-            .gossip
-            .members()
-            .filter(|m| m.status != MemberStatus::Down || m.address == self.self_node)
-            .map(|m| m.address)
-            .collect();
-        let unreachable_by_me = self.gossip.reachability().unreachable_by(&self.self_node);
-        let receivers = select_receivers(
-            &self.self_node,
-            &nodes,
-            self.config.failure_detector.monitored_by_nr_of_members,
-            &unreachable_by_me,
-        );
-        if &receivers != self.monitor.receivers() {
-            self.monitor.set_receivers(receivers);
-        }
+        self.refresh_receivers();
         if let Some((sequence_nr, receivers)) = self.monitor.due_heartbeats(now) {
             for to in receivers {
                 self.send(to, ClusterMessage::Heartbeat { sequence_nr });
@@ -60,6 +45,37 @@ impl Membership {
         }
         if changed {
             self.local_change();
+        }
+    }
+
+    /// After an input that added members: monitor them at once, so that the first answer
+    /// comes while they are certainly alive (see [`crate::heartbeat`]).
+    pub(super) fn heartbeat_new_receivers(&mut self, now: Timestamp) {
+        self.refresh_receivers();
+        if let Some((sequence_nr, receivers)) = self.monitor.first_heartbeats(now) {
+            for to in receivers {
+                self.send(to, ClusterMessage::Heartbeat { sequence_nr });
+            }
+        }
+    }
+
+    /// Recompute the receivers from the current gossip.
+    fn refresh_receivers(&mut self) {
+        let nodes: BTreeSet<UniqueAddress> = self
+            .gossip
+            .members()
+            .filter(|m| m.status != MemberStatus::Down || m.address == self.self_node)
+            .map(|m| m.address)
+            .collect();
+        let unreachable_by_me = self.gossip.reachability().unreachable_by(&self.self_node);
+        let receivers = select_receivers(
+            &self.self_node,
+            &nodes,
+            self.config.failure_detector.monitored_by_nr_of_members,
+            &unreachable_by_me,
+        );
+        if &receivers != self.monitor.receivers() {
+            self.monitor.set_receivers(receivers);
         }
     }
 }

@@ -302,9 +302,15 @@ impl Membership {
     }
 
     /// Everything that follows any input once this node is a member: events, the resolver,
-    /// leader actions, pushing local changes, and stopping if this node is out.
+    /// leader actions, pushing local changes, first heartbeats to new members, and stopping if
+    /// this node is out.
     fn after_input(&mut self, now: Timestamp) {
         let status_before = self.observed.members.get(&self.self_node).map(|m| m.status);
+        // Members this node did not know before this input (all of them when it just joined).
+        let new_members = self
+            .gossip
+            .members()
+            .any(|m| !self.observed.members.contains_key(&m.address));
         self.publish_changes();
         self.run_resolver(now);
         let removed = self.leader_actions();
@@ -312,6 +318,9 @@ impl Membership {
         self.push_local_changes();
         for node in removed {
             self.send_gossip(node);
+        }
+        if new_members {
+            self.heartbeat_new_receivers(now);
         }
         let reason = match self.gossip.status_of(&self.self_node) {
             Some(MemberStatus::Down) => Some(ShutdownReason::Downed),

@@ -68,6 +68,47 @@ fn heartbeats_go_to_every_other_live_member_each_interval() {
     );
 }
 
+fn join() -> ClusterMessage {
+    ClusterMessage::Join {
+        roles: BTreeSet::new(),
+    }
+}
+
+#[test]
+fn a_member_that_joins_gets_its_first_heartbeat_at_once_then_every_interval() {
+    let mut core = member_core(1, cluster(&[(1, Up), (2, Up)], &[1, 2]));
+    assert_eq!(heartbeats(&core.handle(t(0), Input::Tick)), vec![(n(2), 1)]);
+    // n3 joins between two heartbeat slots: it gets a heartbeat with the welcome, not at the
+    // next slot (1 s), so a crash right after joining is timed from a real answer.
+    let effects = core.handle(t(450), received(n(3), join()));
+    assert_eq!(heartbeats(&effects), vec![(n(3), 2)]);
+    assert_eq!(core.monitored_nodes(), &BTreeSet::from([n(2), n(3)]));
+    core.handle(
+        t(455),
+        received(n(3), ClusterMessage::HeartbeatResponse { sequence_nr: 2 }),
+    );
+    assert!(core.phi(&n(3), t(455)).is_some_and(|phi| phi < 0.01));
+    // Each receiver keeps its own phase: the intervals the detector learns stay 1 s.
+    let mut sent = Vec::new();
+    for ms in (500..=2500).step_by(100) {
+        for hb in heartbeats(&core.handle(t(ms), Input::Tick)) {
+            sent.push((ms, hb));
+        }
+    }
+    assert_eq!(
+        sent,
+        vec![
+            (1000, (n(2), 3)),
+            (1500, (n(3), 4)),
+            (2000, (n(2), 5)),
+            (2500, (n(3), 6)),
+        ]
+    );
+    // Other inputs send no further heartbeats to members already monitored.
+    let join_retry = core.handle(t(2510), received(n(3), join()));
+    assert_eq!(heartbeats(&join_retry), vec![]);
+}
+
 #[test]
 fn monitoring_is_bounded_by_monitored_by_nr_of_members() {
     let mut config = ClusterConfig::default();

@@ -164,6 +164,8 @@ fn a_member_accepts_a_join_and_the_leader_moves_it_up() {
             // Only n1 must have seen it, so it has converged: the leader moves n2 up at once.
             publish(ClusterEvent::MemberUp(member(2, MemberStatus::Up))),
             gossip_to(n(2), &core),
+            // Monitored at once, not at the next heartbeat slot.
+            send(n(2), ClusterMessage::Heartbeat { sequence_nr: 1 }),
         ]
     );
     assert_eq!(
@@ -252,6 +254,8 @@ fn a_joiner_adopts_the_welcome_gossip() {
             publish(ClusterEvent::MemberUp(member(1, MemberStatus::Up))),
             publish(ClusterEvent::MemberJoined(member(2, MemberStatus::Joining))),
             publish(ClusterEvent::LeaderChanged(Some(n(1)))),
+            // The new member monitors its receivers at once.
+            send(n(1), ClusterMessage::Heartbeat { sequence_nr: 1 }),
         ]
     );
     assert!(core.is_member());
