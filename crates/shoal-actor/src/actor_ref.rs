@@ -522,3 +522,23 @@ impl<T> fmt::Debug for ReplyTo<T> {
         f.write_str("ReplyTo(..)")
     }
 }
+
+/// Anything a request can be answered through: a local [`ReplyTo`], or a reply handle that
+/// travels between nodes (`shoal_remote::RemoteReplyTo`). Event-sourced entities answer
+/// through this trait, so the same entity serves local and remote (sharded) askers.
+pub trait Reply<T>: Send + 'static {
+    /// Answers with `value`; false if the answer was dropped (asker gone).
+    fn send(self, value: T) -> bool;
+    /// Answers with a failure; the asker gets [`AskError::Failed`].
+    fn fail(self, reason: String) -> bool;
+}
+
+impl<T: Send + 'static> Reply<T> for ReplyTo<T> {
+    fn send(self, value: T) -> bool {
+        ReplyTo::send(self, value)
+    }
+
+    fn fail(self, reason: String) -> bool {
+        ReplyTo::fail(self, reason)
+    }
+}

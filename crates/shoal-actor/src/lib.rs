@@ -59,7 +59,7 @@ mod receptionist;
 mod runtime;
 mod system;
 
-pub use actor_ref::{ActorRef, ReplyTo};
+pub use actor_ref::{ActorRef, Reply, ReplyTo};
 pub use context::Context;
 pub use error::{ActorError, AskError, StashFull, StopReason, TellError};
 pub use props::{

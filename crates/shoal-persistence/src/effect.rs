@@ -1,7 +1,7 @@
 //! What a command handler decides: persist events (or not), then side effects that run only
 //! after the events are committed.
 
-use shoal_actor::ReplyTo;
+use shoal_actor::Reply;
 
 use crate::EventSourced;
 
@@ -18,19 +18,19 @@ pub(crate) trait PendingReply<S>: Send {
     fn fail(self: Box<Self>, reason: &str);
 }
 
-struct ReplyWith<T, F> {
-    reply: ReplyTo<T>,
+struct ReplyWith<R, F> {
+    reply: R,
     make: F,
 }
 
-impl<S, T: Send, F: FnOnce(&S) -> T + Send> PendingReply<S> for ReplyWith<T, F> {
+impl<S, T, R: Reply<T>, F: FnOnce(&S) -> T + Send> PendingReply<S> for ReplyWith<R, F> {
     fn complete(self: Box<Self>, state: &S) {
         let this = *self;
         this.reply.send((this.make)(state));
     }
 
     fn fail(self: Box<Self>, reason: &str) {
-        self.reply.fail(reason);
+        self.reply.fail(reason.to_owned());
     }
 }
 
@@ -82,8 +82,9 @@ impl<E: EventSourced> Effect<E> {
         Self::new(Action::None)
     }
 
-    /// Persist nothing and answer `reply` with `value`.
-    pub fn reply<T: Send + 'static>(reply: ReplyTo<T>, value: T) -> Self {
+    /// Persist nothing and answer `reply` (a local [`ReplyTo`](shoal_actor::ReplyTo) or a
+    /// remote reply handle) with `value`.
+    pub fn reply<T: Send + 'static>(reply: impl Reply<T>, value: T) -> Self {
         Self::none().then_reply(reply, move |_| value)
     }
 
@@ -101,7 +102,7 @@ impl<E: EventSourced> Effect<E> {
     /// After commit, answer `reply` with `make(&new_state)`.
     pub fn then_reply<T: Send + 'static>(
         mut self,
-        reply: ReplyTo<T>,
+        reply: impl Reply<T>,
         make: impl FnOnce(&E::State) -> T + Send + 'static,
     ) -> Self {
         self.side_effects

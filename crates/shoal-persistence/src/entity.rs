@@ -111,8 +111,9 @@ pub enum PersistenceError {
     Codec(#[from] crate::codec::CodecError),
 }
 
-/// The actor that runs an [`EventSourced`] behavior.
-pub(crate) struct EntityActor<E: EventSourced> {
+/// The actor that runs an [`EventSourced`] behavior (opaque: get its [`Props`] from
+/// [`Persistence::props`], or spawn it through [`Entities`](crate::Entities)).
+pub struct EntityActor<E: EventSourced> {
     behavior: E,
     state: E::State,
     ectx: EntityContext,
@@ -126,11 +127,24 @@ pub(crate) fn spawn_entity<E: EventSourced>(
     system: &ActorSystem,
     persistence: &Persistence,
     persistence_id: PersistenceId,
-    mut factory: impl FnMut() -> E + Send + 'static,
+    factory: impl FnMut() -> E + Send + 'static,
     settings: Arc<EntitySettings>,
 ) -> ActorRef<E::Command> {
-    let persistence = persistence.clone();
     let name = persistence_id.to_string();
+    system.spawn(
+        &name,
+        entity_props(persistence, persistence_id, factory, settings),
+    )
+}
+
+/// The props of the actor for `persistence_id`.
+pub(crate) fn entity_props<E: EventSourced>(
+    persistence: &Persistence,
+    persistence_id: PersistenceId,
+    mut factory: impl FnMut() -> E + Send + 'static,
+    settings: Arc<EntitySettings>,
+) -> Props<EntityActor<E>> {
+    let persistence = persistence.clone();
     let mailbox = settings.mailbox_capacity;
     let strategy = SupervisorStrategy::Restart(settings.backoff.clone());
     let props = Props::new(move || EntityActor {
@@ -146,7 +160,7 @@ pub(crate) fn spawn_entity<E: EventSourced>(
     })
     .with_supervision(strategy)
     .with_mailbox_capacity(mailbox);
-    system.spawn(&name, props)
+    props
 }
 
 impl<E: EventSourced> EntityActor<E> {

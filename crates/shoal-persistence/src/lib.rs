@@ -66,5 +66,5 @@ pub mod testing;
 
 pub use codec::{Event, Upcasters};
 pub use effect::Effect;
-pub use entity::{EntityContext, EventSourced, PersistenceError};
+pub use entity::{EntityActor, EntityContext, EventSourced, PersistenceError};
 pub use persistence::{Entities, EntitySettings, Persistence, PersistenceSettings};

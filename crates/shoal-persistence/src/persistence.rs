@@ -5,12 +5,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use shoal_actor::{ActorRef, ActorSystem, Backoff};
+use shoal_actor::{ActorRef, ActorSystem, Backoff, Props};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::EventSourced;
 use crate::codec::Upcasters;
-use crate::entity::spawn_entity;
+use crate::entity::{EntityActor, entity_props, spawn_entity};
 use crate::store::{InvalidPersistenceId, PersistenceId, Store};
 
 /// Settings of the persistence extension.
@@ -138,6 +138,19 @@ impl Persistence {
             .acquire()
             .await
             .expect("the recovery semaphore is never closed")
+    }
+
+    /// The props of entity `entity_id` of type `E`, to spawn it yourself (cluster sharding
+    /// does, under its shards). The actor recovers on start, persists fenced, and restarts
+    /// with the settings' backoff on failure.
+    pub fn props<E: EventSourced>(
+        &self,
+        entity_id: &str,
+        factory: impl FnMut() -> E + Send + 'static,
+        settings: EntitySettings,
+    ) -> Result<Props<EntityActor<E>>, InvalidPersistenceId> {
+        let pid = PersistenceId::of(E::TYPE_NAME, entity_id)?;
+        Ok(entity_props(self, pid, factory, Arc::new(settings)))
     }
 
     /// Starts entity `entity_id` of type `E` as a top-level actor. Prefer [`Entities`], which

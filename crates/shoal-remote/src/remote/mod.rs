@@ -406,6 +406,22 @@ impl Remote {
         f()
     }
 
+    /// Ask through any route: `make` builds the request around a reply handle answered to
+    /// this node, `send` delivers it however the caller routes messages (a sharding region,
+    /// a singleton proxy), and the answer is awaited up to `timeout`. An error from `send`
+    /// is returned as is.
+    pub async fn ask_via<M, R>(
+        &self,
+        make: impl FnOnce(RemoteReplyTo<R>) -> M,
+        send: impl FnOnce(M) -> Result<(), AskError>,
+        timeout: Duration,
+    ) -> Result<R, AskError>
+    where
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
+        self.inner.ask_via(make, |_, msg| send(msg), timeout).await
+    }
+
     /// Connection events of the endpoint (bounded: a subscriber that lags loses the oldest
     /// and is told so by `RecvError::Lagged`). The current set of connected peers is in
     /// [`Endpoint::connected`].
@@ -614,6 +630,32 @@ impl RemoteInner {
         M: Send + 'static,
         R: Serialize + DeserializeOwned + Send + 'static,
     {
+        self.ask_via(
+            make,
+            |id, msg| {
+                self.tell(node, name, Some(id), msg, codec.as_ref())
+                    .map_err(|e| match e.reason {
+                        UndeliveredReason::MailboxFull
+                        | UndeliveredReason::Send(SendError::QueueFull(_)) => AskError::MailboxFull,
+                        UndeliveredReason::Stopped => AskError::Stopped(StopReason::Stopped),
+                        other => AskError::Failed(other.to_string()),
+                    })
+            },
+            timeout,
+        )
+        .await
+    }
+
+    /// An ask whose request is routed by `send` (which gets the request id and the message).
+    async fn ask_via<M, R>(
+        self: &Arc<Self>,
+        make: impl FnOnce(RemoteReplyTo<R>) -> M,
+        send: impl FnOnce(u64, M) -> Result<(), AskError>,
+        timeout: Duration,
+    ) -> Result<R, AskError>
+    where
+        R: Serialize + DeserializeOwned + Send + 'static,
+    {
         let id = self.next_request.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         let link = Link::<R>::new(self);
@@ -630,14 +672,7 @@ impl RemoteInner {
         }
         let _guard = SlotGuard { remote: self, id };
         let msg = make(RemoteReplyTo::new(self.me, id, Some(link)));
-        if let Err(e) = self.tell(node, name, Some(id), msg, codec.as_ref()) {
-            return Err(match e.reason {
-                UndeliveredReason::MailboxFull
-                | UndeliveredReason::Send(SendError::QueueFull(_)) => AskError::MailboxFull,
-                UndeliveredReason::Stopped => AskError::Stopped(StopReason::Stopped),
-                other => AskError::Failed(other.to_string()),
-            });
-        }
+        send(id, msg)?;
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(Ok(value))) => Ok(value),
             Ok(Ok(Err(reason))) => Err(AskError::Failed(reason)),

@@ -266,6 +266,16 @@ impl<R: Send + 'static> RemoteReplyTo<R> {
     }
 }
 
+impl<R: Send + 'static> shoal_actor::Reply<R> for RemoteReplyTo<R> {
+    fn send(self, value: R) -> bool {
+        RemoteReplyTo::send(self, value)
+    }
+
+    fn fail(self, reason: String) -> bool {
+        RemoteReplyTo::fail(self, reason)
+    }
+}
+
 impl<R> fmt::Debug for RemoteReplyTo<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "RemoteReplyTo({}#{})", self.node, self.id)
