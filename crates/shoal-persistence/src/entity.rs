@@ -147,7 +147,7 @@ pub(crate) fn entity_props<E: EventSourced>(
     let persistence = persistence.clone();
     let mailbox = settings.mailbox_capacity;
     let strategy = SupervisorStrategy::Restart(settings.backoff.clone());
-    let props = Props::new(move || EntityActor {
+    Props::new(move || EntityActor {
         behavior: factory(),
         state: E::State::default(),
         ectx: EntityContext {
@@ -159,8 +159,7 @@ pub(crate) fn entity_props<E: EventSourced>(
         settings: settings.clone(),
     })
     .with_supervision(strategy)
-    .with_mailbox_capacity(mailbox);
-    props
+    .with_mailbox_capacity(mailbox)
 }
 
 impl<E: EventSourced> EntityActor<E> {

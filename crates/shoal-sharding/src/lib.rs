@@ -23,22 +23,38 @@
 //! incarnation ([`RegionId`]): one coordinator serves one entity type, so one node has at most
 //! one region (or one proxy) per coordinator, and a restarted node is a new region.
 //!
-//! What comes later: the shard region and its buffers, the coordinator as a cluster singleton
-//! running this state, shard hand-off (stop the entities, then reallocate), passivation
-//! (idle timeout, active-entity limit), remember entities, region proxies and the `Sharding`
-//! API (`init`, `entity_ref`).
+//! The runtime on top of it: [`Sharding::init`] an [`Entity`] type on every node → a
+//! [`ShardRegion`] (a region task that routes and buffers, or a proxy on nodes without the
+//! role) and the type's coordinator, a cluster singleton that persists this state's events in
+//! the journal; [`ShardRegion::entity_ref`] → an [`EntityRef`] with `tell` and `ask` that work
+//! from any node. Shards host the entities: start on demand, passivation (idle timeout,
+//! active-entity limit, on request via [`EntityContext::passivate`]), hand-off, remembered
+//! entities. See `docs/sharding.md` for the protocols.
 
 pub mod allocation;
+mod coordinator;
 pub mod coordinator_state;
+mod protocol;
+mod region;
+mod settings;
+mod shard;
 pub mod shard_id;
+mod sharding;
 
 pub use allocation::{
     Allocations, InvalidLimits, LeastShardAllocationStrategy, ShardAllocationStrategy,
 };
 pub use coordinator_state::{CoordinatorEvent, CoordinatorState, InvalidEvent};
+pub use shard::EntityContext;
 pub use shard_id::{
     DEFAULT_NUMBER_OF_SHARDS, EntityId, HashShardExtractor, IdError, InvalidNumberOfShards,
     ShardExtractor, ShardId, fnv1a_64,
+};
+
+pub use protocol::{CoordinatorView, RegionStats};
+pub use settings::{ShardingSettings, StrategyFactory};
+pub use sharding::{
+    Entity, EntityRef, EntityRefError, RegionShards, ShardRegion, Sharding, ShardingError,
 };
 
 /// The identity of a shard region (or region proxy): the node incarnation it runs on.
