@@ -10,14 +10,22 @@
 //! * [`postgres`] — the PostgreSQL store a cluster shares ([`shoal_postgres`]).
 //! * [`store_url`] — choose and open a store from a URL (`memory:`, `sqlite:PATH`), as a
 //!   service's `--store` flag does.
+//! * [`remote`], [`cluster`], [`sharding`], [`management`] — remoting, membership and
+//!   singletons, cluster sharding, the management HTTP.
+//! * [`node`] — start all of it as one cluster node.
 //!
 //! `use shoal::prelude::*;` brings the names an entity and a service use.
 
 pub use shoal_actor as actor;
+pub use shoal_cluster as cluster;
+pub use shoal_management as management;
 pub use shoal_persistence as persistence;
 pub use shoal_postgres as postgres;
+pub use shoal_remote as remote;
+pub use shoal_sharding as sharding;
 pub use shoal_sqlite as sqlite;
 
+pub mod node;
 pub mod store_url;
 
 /// The names most services use.
