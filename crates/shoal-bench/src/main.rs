@@ -6,6 +6,7 @@
 //! cargo run --release -p shoal-bench -- sqlite --entities 1,64,1024 --seconds 10
 //! cargo run --release -p shoal-bench -- recovery --events 100000
 //! cargo run --release -p shoal-bench -- remote --seconds 5
+//! cargo run --release -p shoal-bench -- sharding --seconds 5
 //! cargo run --release -p shoal-bench -- probe
 //! cargo build --release -p shoal-management && cargo run --release -p shoal-bench -- failover
 //! cargo run --release -p shoal-bench -- postgres --entities 1024 --seconds 10
@@ -21,6 +22,7 @@ mod measure;
 mod persist;
 mod pg;
 mod remote;
+mod sharding;
 
 use clap::{Parser, Subcommand};
 
@@ -82,6 +84,12 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         seconds: u64,
     },
+    /// Asks to sharded entities (same node, and from a proxy node over TCP) vs direct asks.
+    Sharding {
+        /// Seconds per measured phase.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
     /// Time from SIGKILL of a node to its removal (needs the release `shoal-node` binary).
     Failover {
         /// How many kills to time.
@@ -104,11 +112,13 @@ fn main() -> anyhow::Result<()> {
                 persist::sqlite(&[1, 64, 1024], seconds).await?;
                 persist::recovery(100_000).await?;
                 remote::run(seconds).await?;
+                sharding::run(seconds).await?;
             }
             Command::Ask { seconds } => ask::run(seconds).await?,
             Command::Sqlite { entities, seconds } => persist::sqlite(&entities, seconds).await?,
             Command::Recovery { events } => persist::recovery(events).await?,
             Command::Remote { seconds } => remote::run(seconds).await?,
+            Command::Sharding { seconds } => sharding::run(seconds).await?,
             Command::Failover { runs } => failover::run(runs.max(1)).await?,
             Command::Postgres {
                 entities,
