@@ -126,6 +126,8 @@ mod remote;
 mod tcp;
 pub mod testing;
 mod transport;
+#[cfg(feature = "turmoil")]
+mod turmoil_transport;
 
 pub use address::UniqueAddress;
 pub use codec::{Codec, CodecError, Json};
@@ -141,3 +143,5 @@ pub use remote::{
 };
 pub use tcp::TcpTransport;
 pub use transport::{Connection, Listener, Transport};
+#[cfg(feature = "turmoil")]
+pub use turmoil_transport::TurmoilNetwork;

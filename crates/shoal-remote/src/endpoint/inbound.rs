@@ -14,11 +14,10 @@ use crate::handshake;
 use crate::transport::{Connection, Listener};
 
 pub(super) async fn accept_loop(inner: Arc<Inner>, mut listener: Box<dyn Listener>) {
-    let mut shutdown = inner.shutdown.subscribe();
     loop {
         let accepted = tokio::select! {
             biased;
-            _ = shutdown.wait_for(|s| *s) => return,
+            _ = inner.shutdown.wait_for(|s| s != 0) => return,
             r = listener.accept() => r,
         };
         match accepted {
@@ -39,7 +38,7 @@ pub(super) async fn accept_loop(inner: Arc<Inner>, mut listener: Box<dyn Listene
                 tracing::warn!(node = %inner.me, error = %e, "accept failed");
                 tokio::select! {
                     biased;
-                    _ = shutdown.wait_for(|s| *s) => return,
+                    _ = inner.shutdown.wait_for(|s| s != 0) => return,
                     _ = tokio::time::sleep(Duration::from_millis(50)) => {}
                 }
             }
@@ -53,7 +52,6 @@ async fn run(
     remote: SocketAddr,
     _permit: OwnedSemaphorePermit,
 ) {
-    let mut shutdown = inner.shutdown.subscribe();
     let mut reader = FrameReader::new(HANDSHAKE_FRAME_LIMIT);
     let handshake = tokio::time::timeout(
         inner.config.handshake_timeout,
@@ -63,7 +61,7 @@ async fn run(
     );
     let result = tokio::select! {
         biased;
-        _ = shutdown.wait_for(|s| *s) => return,
+        _ = inner.shutdown.wait_for(|s| s != 0) => return,
         r = handshake => r,
     };
     let peer = match result {
@@ -73,6 +71,16 @@ async fn run(
     };
     reader.set_limit(inner.config.max_frame_len);
     tracing::debug!(node = %inner.me, peer = %peer, "inbound connection established");
+    // The peer is up: a reconnect backoff towards it need not run out (its answers, say to a
+    // join request, would wait for it).
+    if let Some(assoc) = inner
+        .associations
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&peer.addr)
+    {
+        assoc.redial.notify_waiters();
+    }
     inner.event(PeerEvent::Connected {
         peer,
         direction: Direction::Inbound,
@@ -116,8 +124,7 @@ async fn read_loop(
     reader: &mut FrameReader,
     peer: UniqueAddress,
 ) -> (String, bool) {
-    let mut shutdown = inner.shutdown.subscribe();
-    let mut quarantine = inner.quarantine_epoch.subscribe();
+    let mut quarantine = inner.quarantine_epoch.get();
     let me = inner.me.incarnation;
     loop {
         let mut delivered = 0u64;
@@ -166,8 +173,8 @@ async fn read_loop(
         }
         let filled = tokio::select! {
             biased;
-            _ = shutdown.wait_for(|s| *s) => return ("node shutting down".into(), false),
-            _ = quarantine.changed() => {
+            _ = inner.shutdown.wait_for(|s| s != 0) => return ("node shutting down".into(), false),
+            _ = inner.quarantine_epoch.changed(&mut quarantine) => {
                 if inner.is_quarantined(&peer) {
                     return ("peer quarantined".into(), false);
                 }

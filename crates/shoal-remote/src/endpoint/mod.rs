@@ -2,6 +2,7 @@
 
 mod inbound;
 mod outbound;
+mod signal;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
@@ -20,6 +21,7 @@ use crate::handshake::Credentials;
 use crate::transport::Transport;
 
 use outbound::Association;
+use signal::Signal;
 
 /// Which side opened a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -293,8 +295,9 @@ pub(crate) struct Inner {
     quarantined: RwLock<HashSet<UniqueAddress>>,
     any_quarantined: AtomicBool,
     /// Bumped on every quarantine; connections check whether their peer is affected.
-    quarantine_epoch: watch::Sender<u64>,
-    shutdown: watch::Sender<bool>,
+    quarantine_epoch: Signal,
+    /// 0 while running, 1 once shutting down.
+    shutdown: Signal,
     /// Mirrors `shutdown` for the send path (no lock).
     stopping: AtomicBool,
     /// Running tasks; shutdown waits for 0.
@@ -338,8 +341,8 @@ impl Endpoint {
             connected: watch::Sender::new(BTreeSet::new()),
             quarantined: RwLock::new(HashSet::new()),
             any_quarantined: AtomicBool::new(false),
-            quarantine_epoch: watch::Sender::new(0),
-            shutdown: watch::Sender::new(false),
+            quarantine_epoch: Signal::new(0),
+            shutdown: Signal::new(0),
             stopping: AtomicBool::new(false),
             tasks: watch::Sender::new(0),
             inbound_permits: Arc::new(Semaphore::new(config.max_inbound_connections)),
@@ -455,7 +458,7 @@ impl Endpoint {
         if added {
             tracing::info!(node = %self.inner.me, peer = %peer, "peer quarantined");
             self.inner.any_quarantined.store(true, Ordering::Release);
-            self.inner.quarantine_epoch.send_modify(|e| *e += 1);
+            self.inner.quarantine_epoch.update(|e| e + 1);
         }
     }
 
@@ -593,7 +596,7 @@ impl Inner {
 
     fn begin_shutdown(&self) {
         self.stopping.store(true, Ordering::Release);
-        self.shutdown.send_replace(true);
+        self.shutdown.update(|_| 1);
     }
 
     fn is_shut_down(&self) -> bool {

@@ -29,6 +29,9 @@ pub(super) struct Association {
     pub(super) wake: Notify,
     /// The connected peer's incarnation; 0 while not connected.
     pub(super) peer: AtomicU64,
+    /// Signalled when a node at `addr` connected to us: it is up, so a reconnect backoff in
+    /// progress ends now.
+    pub(super) redial: Notify,
 }
 
 impl Association {
@@ -41,6 +44,7 @@ impl Association {
             }),
             wake: Notify::new(),
             peer: AtomicU64::new(0),
+            redial: Notify::new(),
         }
     }
 
@@ -68,18 +72,17 @@ const KEEP_CAPACITY: usize = 256 * 1024;
 
 /// The association's task: waits for messages, dials, writes batches, redials with backoff.
 pub(super) async fn run(inner: Arc<Inner>, assoc: Arc<Association>) {
-    let mut shutdown = inner.shutdown.subscribe();
     let mut failures: u32 = 0;
     let mut spare = Vec::new();
     loop {
-        if *shutdown.borrow_and_update() {
+        if inner.shutdown.get() != 0 {
             break;
         }
         // Dial lazily: only when there is something to send.
         if !assoc.has_pending() {
             tokio::select! {
                 biased;
-                _ = shutdown.changed() => continue,
+                _ = inner.shutdown.wait_for(|s| s != 0) => continue,
                 _ = assoc.wake.notified() => continue,
             }
         }
@@ -89,7 +92,7 @@ pub(super) async fn run(inner: Arc<Inner>, assoc: Arc<Association>) {
             .fetch_add(1, Ordering::Relaxed);
         let dialed = tokio::select! {
             biased;
-            _ = shutdown.changed() => continue,
+            _ = inner.shutdown.wait_for(|s| s != 0) => continue,
             r = dial(&inner, assoc.addr) => r,
         };
         let delay = match dialed {
@@ -151,8 +154,9 @@ pub(super) async fn run(inner: Arc<Inner>, assoc: Arc<Association>) {
         };
         tokio::select! {
             biased;
-            _ = shutdown.wait_for(|s| *s) => {}
+            _ = inner.shutdown.wait_for(|s| s != 0) => {}
             _ = tokio::time::sleep(delay) => {}
+            _ = assoc.redial.notified() => {}
         }
     }
 }
@@ -204,8 +208,7 @@ async fn write_loop(
     peer: UniqueAddress,
     spare: &mut Vec<u8>,
 ) -> String {
-    let mut shutdown = inner.shutdown.subscribe();
-    let mut quarantine = inner.quarantine_epoch.subscribe();
+    let mut quarantine = inner.quarantine_epoch.get();
     if inner.is_quarantined(&peer) {
         return "peer quarantined".into();
     }
@@ -234,8 +237,8 @@ async fn write_loop(
             }
             tokio::select! {
                 biased;
-                _ = shutdown.wait_for(|s| *s) => return "node shutting down".into(),
-                _ = quarantine.changed() => {
+                _ = inner.shutdown.wait_for(|s| s != 0) => return "node shutting down".into(),
+                _ = inner.quarantine_epoch.changed(&mut quarantine) => {
                     if inner.is_quarantined(&peer) {
                         return "peer quarantined".into();
                     }
@@ -253,7 +256,7 @@ async fn write_loop(
         }
         let written = tokio::select! {
             biased;
-            _ = shutdown.wait_for(|s| *s) => return "node shutting down".into(),
+            _ = inner.shutdown.wait_for(|s| s != 0) => return "node shutting down".into(),
             r = wr.write_all(spare) => r,
         };
         spare.clear();
