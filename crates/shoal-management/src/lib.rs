@@ -6,24 +6,31 @@
 //! | `GET /cluster/members` | every member: address, incarnation, status, roles, reachability, up number; this node, the leader, convergence |
 //! | `GET /ready` | 200 `{"ready":true,…}` once this node is `Up`, else 503 |
 //! | `GET /alive` | 200 while the membership runs, 503 once it has shut down (downed or removed) |
+//! | `GET /cluster/shards/{type}` | with sharding ([`router_with_sharding`]): the regions of entity type `type`, their shards and running entity counts; 404 for a type not started on this node, 503 when the coordinator does not answer within [`SHARDS_TIMEOUT`] |
 //!
 //! Anything else gets a JSON error: 404 for an unknown route, 405 for a wrong method. The
 //! default address is [`DEFAULT_ADDR`] (`127.0.0.1:8558`, as Akka Management).
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 use serde::Serialize;
 use serde_json::json;
 use shoal_cluster::{ClusterState, MemberStatus};
+use shoal_sharding::{RegionShards, Sharding};
 use tokio::sync::watch;
 
 /// Where management listens unless told otherwise.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8558";
+
+/// How long `GET /cluster/shards/{type}` waits for the coordinator, and then for each region.
+/// A region that does not answer in time is shown `"reachable": false`.
+pub const SHARDS_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// One member as `GET /cluster/members` shows it.
 #[derive(Debug, Serialize)]
@@ -99,24 +106,112 @@ async fn alive(State(state): State<ClusterWatch>) -> Response {
     (code, Json(json!({ "alive": alive }))).into_response()
 }
 
+/// One shard as `GET /cluster/shards/{type}` shows it.
+#[derive(Debug, Serialize)]
+struct ShardView {
+    id: String,
+    /// Running entities; `null` when the region did not answer.
+    entities: Option<usize>,
+}
+
+/// One region as `GET /cluster/shards/{type}` shows it.
+#[derive(Debug, Serialize)]
+struct RegionView {
+    address: String,
+    incarnation: u64,
+    shards: Vec<ShardView>,
+    reachable: bool,
+}
+
+/// The answer of `GET /cluster/shards/{type}`.
+#[derive(Debug, Serialize)]
+struct ShardsView {
+    #[serde(rename = "type")]
+    type_name: String,
+    regions: Vec<RegionView>,
+}
+
+fn shards_view(type_name: String, regions: Vec<RegionShards>) -> ShardsView {
+    ShardsView {
+        type_name,
+        regions: regions
+            .into_iter()
+            .map(|r| {
+                let mut shards: Vec<ShardView> = r
+                    .shards
+                    .into_iter()
+                    .map(|(id, entities)| ShardView {
+                        id: id.to_string(),
+                        entities,
+                    })
+                    .collect();
+                // Numeric ids in numeric order ("9" before "10"), other ids after, by text.
+                shards.sort_by(|a, b| (a.id.len(), &a.id).cmp(&(b.id.len(), &b.id)));
+                RegionView {
+                    address: r.region.addr.to_string(),
+                    incarnation: r.region.incarnation,
+                    shards,
+                    reachable: r.reachable,
+                }
+            })
+            .collect(),
+    }
+}
+
+async fn shards(State(sharding): State<Sharding>, Path(type_name): Path<String>) -> Response {
+    if !sharding.type_names().contains(&type_name) {
+        return error(
+            StatusCode::NOT_FOUND,
+            &format!("no sharded entity type {type_name:?} on this node"),
+        );
+    }
+    match sharding
+        .shard_distribution(&type_name, SHARDS_TIMEOUT)
+        .await
+    {
+        Ok(regions) => Json(shards_view(type_name, regions)).into_response(),
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("the shard coordinator of {type_name:?} did not answer: {e}"),
+        ),
+    }
+}
+
 fn error(code: StatusCode, message: &str) -> Response {
     (code, Json(json!({ "error": message }))).into_response()
 }
 
 /// The management routes over `state` (mount them into another router, or [`serve`] them).
+/// Without sharding: `GET /cluster/shards/{type}` is not served (404).
 pub fn router(state: watch::Receiver<ClusterState>) -> Router {
-    Router::new()
+    routes(state, None)
+}
+
+/// [`router`] plus `GET /cluster/shards/{type}`, answered from `sharding`.
+pub fn router_with_sharding(state: watch::Receiver<ClusterState>, sharding: Sharding) -> Router {
+    routes(state, Some(sharding))
+}
+
+fn routes(state: watch::Receiver<ClusterState>, sharding: Option<Sharding>) -> Router {
+    let mut app = Router::new()
         .route("/cluster/members", get(members))
         .route("/ready", get(ready))
         .route("/alive", get(alive))
-        .method_not_allowed_fallback(|| async {
-            error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method not allowed; management is read-only",
-            )
-        })
-        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
-        .with_state(state)
+        .with_state(state);
+    if let Some(sharding) = sharding {
+        app = app.merge(
+            Router::new()
+                .route("/cluster/shards/{type}", get(shards))
+                .with_state(sharding),
+        );
+    }
+    app.method_not_allowed_fallback(|| async {
+        error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed; management is read-only",
+        )
+    })
+    .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
 }
 
 /// Binds `addr` and serves [`router`] on a background task; returns the bound address (pass
@@ -125,9 +220,22 @@ pub async fn serve(
     addr: SocketAddr,
     state: watch::Receiver<ClusterState>,
 ) -> std::io::Result<SocketAddr> {
+    serve_router(addr, router(state)).await
+}
+
+/// Binds `addr` and serves [`router_with_sharding`] on a background task; returns the bound
+/// address (pass port 0 for a free one). The task ends when the runtime does.
+pub async fn serve_with_sharding(
+    addr: SocketAddr,
+    state: watch::Receiver<ClusterState>,
+    sharding: Sharding,
+) -> std::io::Result<SocketAddr> {
+    serve_router(addr, router_with_sharding(state, sharding)).await
+}
+
+async fn serve_router(addr: SocketAddr, app: Router) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
-    let app = router(state);
     tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, app).await {
             tracing::error!(%error, "management server failed");

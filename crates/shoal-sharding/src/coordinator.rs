@@ -165,6 +165,15 @@ where
         }
     }
 
+    /// Whether `region`'s node is a member that is not downed.
+    fn is_member(&self, region: RegionId) -> bool {
+        self.cluster
+            .borrow()
+            .members
+            .iter()
+            .any(|m| m.address == region && m.status < MemberStatus::Down)
+    }
+
     /// Regions that must get no new shards: leaving gracefully, or whose node is not `Up`.
     fn unavailable(&self) -> BTreeSet<RegionId> {
         let cluster = self.cluster.borrow();
@@ -218,13 +227,17 @@ where
             return Ok(()); // asked again once the hand-off is over
         }
         if let Some(home) = self.state.home_of(&shard).copied() {
-            self.to_region(
-                from,
-                RegionMessage::ShardHome {
-                    shard,
-                    region: home,
-                },
-            );
+            // A home on a node that is gone is not given out: the asker keeps buffering
+            // and asks again until the region is terminated and the shard re-allocated.
+            if !self.gone_since.contains_key(&home) && self.is_member(home) {
+                self.to_region(
+                    from,
+                    RegionMessage::ShardHome {
+                        shard,
+                        region: home,
+                    },
+                );
+            }
             return Ok(());
         }
         let unavailable = self.unavailable();

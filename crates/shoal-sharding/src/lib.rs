@@ -29,11 +29,13 @@
 //! the journal; [`ShardRegion::entity_ref`] → an [`EntityRef`] with `tell` and `ask` that work
 //! from any node. Shards host the entities: start on demand, passivation (idle timeout,
 //! active-entity limit, on request via [`EntityContext::passivate`]), hand-off, remembered
-//! entities. See `docs/sharding.md` for the protocols.
+//! entities. [`ShardedDaemonProcess`] keeps N workers running across the cluster. See
+//! `docs/sharding.md` for the protocols.
 
 pub mod allocation;
 mod coordinator;
 pub mod coordinator_state;
+mod daemon;
 mod protocol;
 mod region;
 mod settings;
@@ -45,6 +47,7 @@ pub use allocation::{
     Allocations, InvalidLimits, LeastShardAllocationStrategy, ShardAllocationStrategy,
 };
 pub use coordinator_state::{CoordinatorEvent, CoordinatorState, InvalidEvent};
+pub use daemon::{DaemonSettings, ShardedDaemonProcess};
 pub use shard::EntityContext;
 pub use shard_id::{
     DEFAULT_NUMBER_OF_SHARDS, EntityId, HashShardExtractor, IdError, InvalidNumberOfShards,

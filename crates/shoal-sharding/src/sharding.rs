@@ -429,15 +429,24 @@ impl Sharding {
             .ask(CoordinatorMessage::GetState, timeout)
             .await?;
         let names = Names::new(type_name);
-        let mut out = Vec::new();
-        for (region, shards) in view.regions {
+        // Every region is asked at once: an unreachable one costs one timeout, not one each.
+        // The region answers stats whatever its message type: the request has no body of
+        // the entity's type, so it encodes the same for every `RegionMessage<M>`.
+        let asks = view.regions.iter().map(|(region, _)| {
             let target = self
                 .remote
-                .resolve::<RegionMessage<()>>(region, &names.region);
-            // The region answers stats whatever its message type: the request has no body
-            // of the entity's type.
-            let stats = self.region_stats(type_name, region, &target, timeout).await;
-            out.push(RegionShards {
+                .resolve::<RegionMessage<()>>(*region, &names.region);
+            async move {
+                self.region_stats(type_name, *region, &target, timeout)
+                    .await
+            }
+        });
+        let stats = futures_util::future::join_all(asks).await;
+        let out = view
+            .regions
+            .into_iter()
+            .zip(stats)
+            .map(|((region, shards), stats)| RegionShards {
                 region,
                 shards: shards
                     .into_iter()
@@ -447,8 +456,8 @@ impl Sharding {
                     })
                     .collect(),
                 reachable: stats.is_some(),
-            });
-        }
+            })
+            .collect();
         Ok(out)
     }
 

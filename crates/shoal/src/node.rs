@@ -185,7 +185,7 @@ impl Node {
         let sharding = Sharding::new(&cluster, &remote, &system, config.store.clone());
         let management = match config.management {
             Some(addr) => Some(
-                shoal_management::serve(addr, cluster.state())
+                shoal_management::serve_with_sharding(addr, cluster.state(), sharding.clone())
                     .await
                     .map_err(|e| NodeError::Bind {
                         addr,

@@ -74,8 +74,10 @@ where
     {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut target = self.target.clone();
-        let found = tokio::time::timeout_at(deadline, target.wait_for(Option::is_some)).await;
-        let target = match found {
+        // The `watch::Ref` (a lock guard, not `Send`) must not live across the `.await`
+        // below, or this future (and every caller's) is not `Send`: keep it a temporary.
+        let target = match tokio::time::timeout_at(deadline, target.wait_for(Option::is_some)).await
+        {
             Err(_) => return Err(AskError::Timeout),
             Ok(Err(_)) => return Err(AskError::NoReply),
             Ok(Ok(target)) => target.clone().expect("waited for Some"),
