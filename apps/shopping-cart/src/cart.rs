@@ -3,11 +3,16 @@
 //! One cart is one entity with its own event log (`ShoppingCart|{cartId}`). Commands are
 //! decided against the current state; only events that change the cart are persisted, so a
 //! repeated request (same quantity again, removing an absent item) writes nothing.
+//!
+//! Carts are sharded over the cluster's `entity` nodes, so a command may come from another
+//! node: commands are serializable and answer through a [`RemoteReplyTo`], which reaches the
+//! asker wherever it runs.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use shoal::prelude::*;
+use shoal::remote::RemoteReplyTo;
 
 /// The entity type name: the first part of every cart's persistence id.
 pub const ENTITY_TYPE: &str = "ShoppingCart";
@@ -23,12 +28,13 @@ pub struct CartState {
 }
 
 /// What a cart is asked to do. Every command answers with the cart after the command.
-#[derive(Debug)]
+/// Sent between nodes as JSON.
+#[derive(Debug, Serialize, Deserialize)]
 pub enum CartCommand {
     /// Answer with the cart.
     View {
         /// Where the cart goes.
-        reply: ReplyTo<CartState>,
+        reply: RemoteReplyTo<CartState>,
     },
     /// Set the quantity of an item (the seed's `AddItem`: it sets, it does not add up).
     /// A quantity of 0 removes the item.
@@ -38,14 +44,14 @@ pub enum CartCommand {
         /// The new quantity.
         quantity: u32,
         /// Where the cart goes, after the change is stored.
-        reply: ReplyTo<CartState>,
+        reply: RemoteReplyTo<CartState>,
     },
     /// Take an item out of the cart (nothing happens if it is not in it).
     RemoveItem {
         /// The item.
         item_id: String,
         /// Where the cart goes, after the change is stored.
-        reply: ReplyTo<CartState>,
+        reply: RemoteReplyTo<CartState>,
     },
 }
 

@@ -15,7 +15,6 @@
 //! 503 when the cart could not answer in time or could not store the change.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
@@ -27,8 +26,10 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use shoal::prelude::*;
+use shoal::remote::RemoteReplyTo;
+use shoal::sharding::ShardRegion;
 
-use crate::cart::{CartCommand, CartEntity, CartState};
+use crate::cart::{CartCommand, CartState};
 
 /// The longest cart or item id accepted, in bytes.
 pub const MAX_ID_BYTES: usize = 256;
@@ -39,13 +40,14 @@ pub const DEFAULT_CART_ID: &str = "default";
 /// What the handlers share.
 #[derive(Clone)]
 pub struct AppState {
-    carts: Arc<Entities<CartEntity>>,
+    carts: ShardRegion<CartCommand>,
     ask_timeout: Duration,
 }
 
 impl AppState {
-    /// Handlers asking the carts in `carts`, waiting at most `ask_timeout` for each answer.
-    pub fn new(carts: Arc<Entities<CartEntity>>, ask_timeout: Duration) -> Self {
+    /// Handlers asking the carts through this node's shard region (or region proxy), waiting
+    /// at most `ask_timeout` for each answer, wherever in the cluster the cart lives.
+    pub fn new(carts: ShardRegion<CartCommand>, ask_timeout: Duration) -> Self {
         Self { carts, ask_timeout }
     }
 }
@@ -328,11 +330,11 @@ impl AppState {
     async fn ask(
         &self,
         cart_id: String,
-        make: impl FnOnce(ReplyTo<CartState>) -> CartCommand,
+        make: impl FnOnce(RemoteReplyTo<CartState>) -> CartCommand,
     ) -> Result<Json<CartView>, ApiError> {
         let cart = self
             .carts
-            .entity_ref(&cart_id)
+            .entity_ref(cart_id.as_str())
             .map_err(|e| ApiError::bad_request(format!("invalid cartId: {e}")))?;
         match cart.ask(make, self.ask_timeout).await {
             Ok(state) => Ok(Json(CartView::new(cart_id, state))),

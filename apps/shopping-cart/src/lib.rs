@@ -1,19 +1,29 @@
 //! Seed 000's shopping cart, done right: every cart is one event-sourced entity with one
-//! writer, persisted to an embedded SQLite journal (or memory), served over HTTP.
+//! writer in the whole cluster. Carts are sharded over the cluster's `entity` nodes (cluster
+//! sharding through [`shoal::node::Node`]) and persisted to a journal all nodes share
+//! (PostgreSQL; a node alone may use the embedded SQLite store or memory); `endpoint` nodes
+//! serve the HTTP API and reach each cart wherever it lives.
 //!
 //! * [`cart`] — the [`CartEntity`](cart::CartEntity): commands, events, state.
 //! * [`http`] — the routes, validation and JSON errors.
-//! * [`server`] — [`start`] (for tests: bind, return the bound address), [`run`] (for the
+//! * [`server`] — [`start`] (for tests: bind, return the bound addresses), [`run`] (for the
 //!   binary: serve until SIGINT/SIGTERM, then shut down gracefully).
+//!
+//! With no flags the binary is one node with both roles on `sqlite:./data/shopping-cart.db`.
 //!
 //! ```no_run
 //! # #[tokio::main] async fn main() -> anyhow::Result<()> {
 //! use shoal::store_url::StoreUrl;
 //! use shopping_cart::{Config, start};
 //!
-//! let config = Config { http: "127.0.0.1:0".into(), store: StoreUrl::Memory, ..Config::default() };
+//! let config = Config {
+//!     http: "127.0.0.1:0".into(),
+//!     cluster: "127.0.0.1:0".parse()?,
+//!     store: StoreUrl::Memory,
+//!     ..Config::default()
+//! };
 //! let server = start(config).await?;
-//! println!("serving on {}", server.local_addr());
+//! println!("serving on {:?}", server.http_addr());
 //! server.shutdown().await
 //! # }
 //! ```
@@ -22,37 +32,94 @@ pub mod cart;
 pub mod http;
 pub mod server;
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use shoal::store_url::StoreUrl;
 
-pub use server::{Config, Server, run, shutdown_signal, start, start_with_store};
+pub use server::{Config, Role, Server, run, shutdown_signal, start, start_with_store};
 
-/// The command line of the `shopping-cart` binary.
+/// The command line of the `shopping-cart` binary. Every flag has an environment variable
+/// (the same names as the `artifact-state` service).
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
     name = "shopping-cart",
     version,
-    about = "Seed 000's shopping cart on Shoal"
+    about = "Seed 000's shopping cart on a Shoal cluster"
 )]
 pub struct Args {
-    /// Address to listen on for HTTP (`HOST:PORT`; port 0 picks a free one).
+    /// Address to listen on for HTTP, on endpoint nodes (`HOST:PORT`; port 0 picks a free
+    /// one).
     #[arg(
         long,
         env = "SHOAL_HTTP",
-        default_value = "127.0.0.1:8080",
+        default_value = server::DEFAULT_HTTP,
         value_name = "ADDR"
     )]
     pub http: String,
 
-    /// Where carts are stored: `sqlite:PATH` (created if missing) or `memory:` (lost on exit).
+    /// Where the node listens for other nodes (port 0 picks a free one).
+    #[arg(
+        long,
+        env = "SHOAL_CLUSTER",
+        default_value = shoal::node::DEFAULT_CLUSTER_ADDR,
+        value_name = "ADDR"
+    )]
+    pub cluster: SocketAddr,
+
+    /// A seed node to join through (repeatable, or comma-separated). None: this node forms a
+    /// cluster alone.
+    #[arg(
+        long = "seed",
+        env = "SHOAL_SEEDS",
+        value_delimiter = ',',
+        value_name = "ADDR"
+    )]
+    pub seeds: Vec<SocketAddr>,
+
+    /// A role of this node (repeatable): `endpoint` serves HTTP and reaches the carts through
+    /// sharding, `entity` hosts carts [default: both].
+    #[arg(
+        long = "role",
+        env = "SHOAL_ROLES",
+        value_delimiter = ',',
+        value_name = "ROLE"
+    )]
+    pub roles: Vec<Role>,
+
+    /// Where carts are stored: `sqlite:PATH` (created if missing), `postgres://…` (shared by
+    /// the nodes of a cluster) or `memory:` (lost on exit).
     #[arg(
         long,
         env = "SHOAL_STORE",
-        default_value = "sqlite:./data/shopping-cart.db",
+        default_value = server::DEFAULT_STORE,
         value_name = "URL"
     )]
     pub store: StoreUrl,
+
+    /// Where the management HTTP (`/cluster/members`, `/ready`, `/alive`) listens
+    /// [default: not served].
+    #[arg(long, env = "SHOAL_MANAGEMENT", value_name = "ADDR")]
+    pub management: Option<SocketAddr>,
+
+    /// The shared cluster secret, at least 16 bytes (needed to join seed nodes; a node alone
+    /// uses a random one).
+    #[arg(
+        long,
+        env = "SHOAL_CLUSTER_SECRET",
+        hide_env_values = true,
+        value_name = "SECRET"
+    )]
+    pub secret: Option<String>,
+
+    /// The cluster's name; nodes of another cluster are refused.
+    #[arg(
+        long,
+        env = "SHOAL_CLUSTER_NAME",
+        default_value = server::DEFAULT_CLUSTER_NAME,
+        value_name = "NAME"
+    )]
+    pub cluster_name: String,
 
     /// How long a request waits for its cart before answering 503, in milliseconds.
     #[arg(
@@ -67,9 +134,20 @@ pub struct Args {
 impl Args {
     /// The service configuration these arguments describe.
     pub fn config(&self) -> Config {
+        let roles = if self.roles.is_empty() {
+            Config::default().roles
+        } else {
+            self.roles.iter().copied().collect()
+        };
         Config {
             http: self.http.clone(),
+            cluster: self.cluster,
+            seeds: self.seeds.clone(),
+            roles,
             store: self.store.clone(),
+            management: self.management,
+            secret: self.secret.clone(),
+            cluster_name: self.cluster_name.clone(),
             ask_timeout: Duration::from_millis(self.ask_timeout_ms.max(1)),
             ..Config::default()
         }
@@ -106,6 +184,66 @@ mod tests {
         assert_eq!(args.http, "0.0.0.0:9000");
         assert_eq!(args.store, StoreUrl::Memory);
         assert_eq!(args.config().ask_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn no_flags_is_one_node_with_both_roles_on_the_embedded_store() {
+        let config = Args::try_parse_from(["shopping-cart"]).unwrap().config();
+        assert_eq!(config.http, "127.0.0.1:8080");
+        assert_eq!(
+            config.store,
+            StoreUrl::Sqlite("./data/shopping-cart.db".into())
+        );
+        assert_eq!(config.cluster.to_string(), "127.0.0.1:2551");
+        assert!(config.seeds.is_empty());
+        assert_eq!(config.roles, [Role::Endpoint, Role::Entity].into());
+        assert_eq!(config.management, None);
+        assert_eq!(config.secret, None);
+        assert_eq!(config.cluster_name, "shopping-cart");
+    }
+
+    #[test]
+    fn cluster_flags_are_parsed() {
+        let args = Args::try_parse_from([
+            "shopping-cart",
+            "--cluster",
+            "127.0.0.1:2600",
+            "--seed",
+            "127.0.0.1:2600",
+            "--seed",
+            "127.0.0.1:2601,127.0.0.1:2602",
+            "--role",
+            "endpoint",
+            "--management",
+            "127.0.0.1:8600",
+            "--secret",
+            "0123456789abcdef",
+            "--store",
+            "postgres://db/shoal",
+        ])
+        .unwrap();
+        let config = args.config();
+        assert_eq!(config.cluster.to_string(), "127.0.0.1:2600");
+        assert_eq!(config.seeds.len(), 3);
+        assert_eq!(config.roles, [Role::Endpoint].into());
+        assert!(config.is_endpoint() && !config.is_entity());
+        assert_eq!(config.management, Some("127.0.0.1:8600".parse().unwrap()));
+        assert_eq!(config.secret.as_deref(), Some("0123456789abcdef"));
+        assert!(!format!("{config:?}").contains("0123456789abcdef"));
+        let both =
+            Args::try_parse_from(["shopping-cart", "--role", "entity", "--role", "endpoint"])
+                .unwrap()
+                .config();
+        assert_eq!(both.roles, [Role::Endpoint, Role::Entity].into());
+        for bad in [
+            &["--role", "worker"][..],
+            &["--cluster", "nowhere"],
+            &["--seed", "127.0.0.1"],
+        ] {
+            let mut all = vec!["shopping-cart"];
+            all.extend_from_slice(bad);
+            assert!(Args::try_parse_from(all).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

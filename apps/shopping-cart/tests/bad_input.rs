@@ -76,7 +76,7 @@ async fn check(cases: Vec<Case>) {
         );
         // A fresh connection: the server closes a connection whose request body it refused
         // unread (413), and a pooled client could otherwise reuse it for the next request.
-        let reply = Http::new(server.local_addr())
+        let reply = Http::new(common::http_addr(&server))
             .send(case.method, &case.path, case.content_type, case.body)
             .await;
         assert!(

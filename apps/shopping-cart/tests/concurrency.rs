@@ -18,7 +18,7 @@ async fn concurrent_posts_to_one_cart_all_land() {
     let dir = tempfile::tempdir().unwrap();
     let store = StoreUrl::Sqlite(dir.path().join("carts.db"));
     let server = shopping_cart::start(config(store)).await.expect("starts");
-    let http = Http::new(server.local_addr());
+    let http = Http::new(common::http_addr(&server));
 
     let mut tasks = Vec::new();
     for t in 0..TASKS {

@@ -276,9 +276,12 @@ impl Node {
         tracing::info!("leaving the cluster");
         self.cluster.leave(self.address().addr);
         let mut stopped = self.cluster.stopped();
-        let left =
-            tokio::time::timeout(Duration::from_secs(15), stopped.wait_for(Option::is_some)).await;
-        if left.is_err() {
+        // Only the outcome is kept: the `watch::Ref` inside must not live across the
+        // `.await` below (it would make this future `!Send`).
+        let left = tokio::time::timeout(Duration::from_secs(15), stopped.wait_for(Option::is_some))
+            .await
+            .is_ok();
+        if !left {
             tracing::warn!("did not finish leaving in 15 s; stopping");
         }
         self.stop().await;
@@ -321,5 +324,21 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send<T: Send>(_: T) {}
+
+    /// Services spawn these (e.g. `tokio::spawn(node.shutdown())`): they must stay `Send`.
+    #[allow(dead_code, clippy::diverging_sub_expression)]
+    fn futures_are_send(node: Node) {
+        assert_send(node.shutdown());
+        assert_send(node.stop());
+        assert_send(node.run_until_signal());
+        assert_send(node.wait_until_up(Duration::from_secs(1)));
     }
 }

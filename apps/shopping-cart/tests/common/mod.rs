@@ -185,13 +185,21 @@ impl Reply {
 // In-process servers
 
 /// A configuration listening on a free loopback port.
+/// A configuration for one node alone: HTTP and cluster on free loopback ports.
 pub(crate) fn config(store: StoreUrl) -> Config {
     Config {
         http: "127.0.0.1:0".to_owned(),
+        cluster: "127.0.0.1:0".parse().expect("an address"),
         store,
         ask_timeout: Duration::from_secs(5),
         shutdown_timeout: Duration::from_secs(10),
+        ..Config::default()
     }
+}
+
+/// The HTTP address of an in-process server (an endpoint node).
+pub(crate) fn http_addr(server: &Server) -> SocketAddr {
+    server.http_addr().expect("an endpoint node serves HTTP")
 }
 
 /// The service on a fresh memory store, and a client for it.
@@ -199,7 +207,7 @@ pub(crate) async fn start_memory() -> (Server, Http) {
     let server = shopping_cart::start(config(StoreUrl::Memory))
         .await
         .expect("server starts");
-    let http = Http::new(server.local_addr());
+    let http = Http::new(http_addr(&server));
     (server, http)
 }
 
@@ -232,32 +240,44 @@ pub(crate) async fn count_tagged(store: &Arc<dyn Store>, tag: &str) -> usize {
 /// The `shopping-cart` binary running as a child process.
 pub(crate) struct Binary {
     child: Child,
+    /// Its HTTP address.
     pub(crate) addr: SocketAddr,
+    /// Its cluster address (as printed: `node ADDRESS#INCARNATION roles …`).
+    pub(crate) cluster: SocketAddr,
+    /// Its management address, when served.
+    pub(crate) management: Option<SocketAddr>,
     log: PathBuf,
 }
 
 impl Binary {
-    /// Starts the binary on `--store sqlite:{db}` and a free port, and waits (bounded) for its
-    /// `listening on http://…` line. Its log goes to `log`.
+    /// Starts the binary alone (its own cluster, on a free port) on `--store sqlite:{db}` and
+    /// a free HTTP port, and waits (bounded) for its start lines. Its log goes to `log`.
     pub(crate) fn start(db: &Path, log: &Path) -> Self {
         Self::start_on(&format!("sqlite:{}", db.display()), log)
     }
 
-    /// Starts the binary on the store `url` (see [`Binary::start`]).
+    /// Starts the binary alone on the store `url` (see [`Binary::start`]).
     pub(crate) fn start_on(store_url: &str, log: &Path) -> Self {
+        Self::start_with(&["--store", store_url, "--cluster", "127.0.0.1:0"], log)
+    }
+
+    /// Starts the binary with `--http 127.0.0.1:0` and `args`, and waits (bounded) for its
+    /// start lines (`node …`, `management http://…`, `listening on http://…`, `started`).
+    /// The `SHOAL_*` environment is cleared; its log goes to `log`.
+    pub(crate) fn start_with(args: &[&str], log: &Path) -> Self {
         let log_file = File::options()
             .create(true)
             .append(true)
             .open(log)
             .expect("log file");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_shopping-cart"))
-            .arg("--http")
-            .arg("127.0.0.1:0")
-            .arg("--store")
-            .arg(store_url)
-            .env_remove("SHOAL_HTTP")
-            .env_remove("SHOAL_STORE")
-            .env_remove("SHOAL_ASK_TIMEOUT_MS")
+        let mut command = Command::new(env!("CARGO_BIN_EXE_shopping-cart"));
+        command.arg("--http").arg("127.0.0.1:0").args(args);
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("SHOAL_") {
+                command.env_remove(key);
+            }
+        }
+        let mut child = command
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -276,19 +296,30 @@ impl Binary {
             }
         });
         let deadline = Instant::now() + PROCESS_DEADLINE;
-        let addr = loop {
+        let (mut addr, mut cluster, mut management) = (None, None, None);
+        loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) => {
-                    if let Some(addr) = line.trim().strip_prefix("listening on http://") {
-                        break addr.parse().expect("a socket address");
+                    let line = line.trim();
+                    if let Some(a) = line.strip_prefix("listening on http://") {
+                        addr = Some(a.parse().expect("a socket address"));
+                    } else if let Some(a) = line.strip_prefix("management http://") {
+                        management = Some(a.parse().expect("a socket address"));
+                    } else if let Some(rest) = line.strip_prefix("node ") {
+                        // `node ADDRESS#INCARNATION roles R`
+                        let identity = rest.split_whitespace().next().unwrap_or_default();
+                        let address = identity.split('#').next().unwrap_or_default();
+                        cluster = Some(address.parse().expect("a cluster address"));
+                    } else if line == "started" {
+                        break;
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {
                     let _ = child.kill();
                     let _ = child.wait();
                     panic!(
-                        "no `listening on` line within {PROCESS_DEADLINE:?}; log:\n{}",
+                        "no `started` line within {PROCESS_DEADLINE:?}; log:\n{}",
                         read(log)
                     );
                 }
@@ -300,10 +331,12 @@ impl Binary {
                     );
                 }
             }
-        };
+        }
         Self {
             child,
-            addr,
+            addr: addr.expect("a `listening on` line: an endpoint node"),
+            cluster: cluster.expect("a `node` line"),
+            management,
             log: log.to_path_buf(),
         }
     }
