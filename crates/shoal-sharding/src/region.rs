@@ -3,7 +3,7 @@
 //! buffers while a home is unknown or moving, hosts the shards allocated here, and hands
 //! them off when the coordinator says so.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -58,13 +58,13 @@ pub(crate) struct Region<M> {
 }
 
 struct Routing<M> {
-    homes: HashMap<ShardId, RegionId>,
-    shards: HashMap<ShardId, ShardHandle<M>>,
+    homes: BTreeMap<ShardId, RegionId>,
+    shards: BTreeMap<ShardId, ShardHandle<M>>,
     /// Shards of this region being stopped for a hand-off.
-    stopping: HashSet<ShardId>,
-    buffers: HashMap<ShardId, VecDeque<(EntityId, M)>>,
+    stopping: BTreeSet<ShardId>,
+    buffers: BTreeMap<ShardId, VecDeque<(EntityId, M)>>,
     buffered: usize,
-    requested: HashMap<ShardId, Instant>,
+    requested: BTreeMap<ShardId, Instant>,
     registered: bool,
     last_register: Option<Instant>,
     refused: Option<String>,
@@ -85,12 +85,12 @@ where
         mut inbox: RemoteInbox<RegionMessage<M>>,
     ) {
         let mut r = Routing {
-            homes: HashMap::new(),
-            shards: HashMap::new(),
-            stopping: HashSet::new(),
-            buffers: HashMap::new(),
+            homes: BTreeMap::new(),
+            shards: BTreeMap::new(),
+            stopping: BTreeSet::new(),
+            buffers: BTreeMap::new(),
             buffered: 0,
-            requested: HashMap::new(),
+            requested: BTreeMap::new(),
             registered: false,
             last_register: None,
             refused: None,
@@ -145,7 +145,7 @@ where
                 }
             }
         }
-        for (_, shard) in r.shards.drain() {
+        for (_, shard) in std::mem::take(&mut r.shards) {
             shard.hand_off().await;
         }
     }
@@ -377,7 +377,7 @@ where
         closed: bool,
         stopped: &mpsc::UnboundedSender<ShardId>,
     ) {
-        let (status, members): (Option<MemberStatus>, HashSet<RegionId>) = {
+        let (status, members): (Option<MemberStatus>, BTreeSet<RegionId>) = {
             let state = self.cluster.borrow();
             let status = if closed || state.terminated {
                 Some(MemberStatus::Removed)

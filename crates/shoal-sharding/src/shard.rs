@@ -19,7 +19,7 @@
 //!   start restarts the remembered ones at a bounded rate. A fencing conflict means another
 //!   instance of the shard writes the log: this one stops.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::marker::PhantomData;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -224,7 +224,7 @@ impl<M: Send + 'static> ShardHandle<M> {
                         seq_nr: 0,
                         resync: false,
                         fenced: false,
-                        remembered: HashSet::new(),
+                        remembered: BTreeSet::new(),
                         pending: Vec::new(),
                     })),
                     Err(e) => Err(e),
@@ -242,7 +242,7 @@ impl<M: Send + 'static> ShardHandle<M> {
             control_tx: control,
             control_rx,
             limit_rx,
-            entities: HashMap::new(),
+            entities: BTreeMap::new(),
             lru: BTreeMap::new(),
             next_tick: 0,
             next_incarnation: 0,
@@ -499,7 +499,7 @@ struct Remember {
     /// A conflict showed that another shard instance writes the log.
     fenced: bool,
     /// The entities the log (with the writes issued) says are started.
-    remembered: HashSet<EntityId>,
+    remembered: BTreeSet<EntityId>,
     /// Changes not yet handed to the store.
     pending: Vec<Change>,
 }
@@ -526,7 +526,7 @@ struct Shard<M> {
     control_rx: mpsc::UnboundedReceiver<Control>,
     limit_rx: watch::Receiver<Option<usize>>,
     limit: Option<usize>,
-    entities: HashMap<EntityId, Entry<M>>,
+    entities: BTreeMap<EntityId, Entry<M>>,
     /// The active entities by recency (oldest first).
     lru: BTreeMap<u64, EntityId>,
     next_tick: u64,
@@ -1185,9 +1185,9 @@ impl<M: Send + 'static> Shard<M> {
 async fn read_log(
     store: Arc<dyn Store>,
     pid: PersistenceId,
-) -> Result<(u64, HashSet<EntityId>), StoreError> {
+) -> Result<(u64, BTreeSet<EntityId>), StoreError> {
     let highest = store.highest_seq_nr(pid.clone()).await?;
-    let mut remembered = HashSet::new();
+    let mut remembered = BTreeSet::new();
     let mut from = 1;
     while from <= highest {
         let page = store
@@ -1267,10 +1267,10 @@ mod tests {
     struct Probe {
         /// (entity, incarnation number of that entity, event)
         log: Arc<Mutex<Vec<(String, u32, String)>>>,
-        starts: Arc<Mutex<HashMap<String, u32>>>,
+        starts: Arc<Mutex<BTreeMap<String, u32>>>,
         refs: Arc<Mutex<Vec<ActorRef<Msg>>>>,
         /// Entities that ignore the stop message.
-        stuck: Arc<Mutex<HashSet<String>>>,
+        stuck: Arc<Mutex<BTreeSet<String>>>,
         /// How long an entity takes to handle the stop message.
         stop_delay: Arc<Mutex<Duration>>,
     }

@@ -43,8 +43,11 @@
 //! # Guarantees
 //!
 //! * At most one running singleton per cluster as long as the split-brain resolver's two
-//!   sides decide within `removal_margin` of each other — what the simulation tests check
-//!   after every step.
+//!   sides decide within `removal_margin` of each other. A side that decides later (for
+//!   example by down-all-when-unstable, up to `stable_after` + `down_all_when_unstable` after
+//!   its first unreachability) runs its old singleton beside the new one until it does; the
+//!   simulation (`tests/turmoil_sim.rs`) checks after every step that this is the only way
+//!   two ever run at once, and `docs/cluster.md` gives the seeds that show it.
 //! * Delivery through the proxy is at most once; messages in flight when the singleton's node
 //!   crashes are lost. A singleton that must not lose work persists it (event sourcing).
 
