@@ -15,122 +15,28 @@
 //! | `--cluster-name NAME` | `SHOAL_CLUSTER_NAME` | `cluster-name` | `artifact-state` |
 //! | `--ask-timeout-ms MS` | `SHOAL_ASK_TIMEOUT_MS` | `ask-timeout-ms` | `5000` |
 
-use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::Context as _;
 use serde::Deserialize;
 use shoal::store_url::StoreUrl;
+use shoal_service::{NodeArgs, ServiceConfig, ServiceDefaults};
 
-/// The default HTTP address (the seed's port).
-pub const DEFAULT_HTTP: &str = "127.0.0.1:8082";
+pub use shoal_service::Role;
 
-/// The default store.
-pub const DEFAULT_STORE: &str = "sqlite:./data/artifact-state.db";
+/// The artifact-state service's defaults.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Defaults;
 
-/// The default cluster name.
-pub const DEFAULT_CLUSTER_NAME: &str = "artifact-state";
-
-/// What a node does. A node has one or both roles.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, clap::ValueEnum,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Serves the HTTP API and sends commands through sharding (a shard region proxy when
-    /// the node is not also an `entity` node).
-    Endpoint,
-    /// Hosts the entities (its cluster role `entity`).
-    Entity,
-}
-
-impl Role {
-    /// The cluster role name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Endpoint => "endpoint",
-            Role::Entity => "entity",
-        }
-    }
-}
-
-impl std::fmt::Display for Role {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
+impl ServiceDefaults for Defaults {
+    const HTTP: &'static str = "127.0.0.1:8082";
+    const STORE: &'static str = "sqlite:./data/artifact-state.db";
+    const CLUSTER_NAME: &'static str = "artifact-state";
 }
 
 /// How a node runs, after flags, environment, file and defaults are merged.
-#[derive(Clone)]
-pub struct Config {
-    /// Where the HTTP API listens (only on `endpoint` nodes); port 0 picks a free one.
-    pub http: String,
-    /// Where the node listens for other nodes; port 0 picks a free one.
-    pub cluster: SocketAddr,
-    /// Seed nodes to join through; empty: form a cluster alone.
-    pub seeds: Vec<SocketAddr>,
-    /// The node's roles (never empty).
-    pub roles: BTreeSet<Role>,
-    /// The event store (PostgreSQL when several nodes share it).
-    pub store: StoreUrl,
-    /// Where the management HTTP listens, if it is served.
-    pub management: Option<SocketAddr>,
-    /// The cluster secret (at least 16 bytes), required when joining other nodes.
-    pub secret: Option<String>,
-    /// The cluster's name; nodes of another cluster are refused.
-    pub cluster_name: String,
-    /// How long a request waits for its entity before answering 503.
-    pub ask_timeout: Duration,
-    /// On shutdown, how long in-flight requests may take to finish.
-    pub shutdown_timeout: Duration,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            http: DEFAULT_HTTP.to_owned(),
-            cluster: shoal::node::DEFAULT_CLUSTER_ADDR.parse().expect("valid"),
-            seeds: Vec::new(),
-            roles: [Role::Endpoint, Role::Entity].into(),
-            store: StoreUrl::parse(DEFAULT_STORE).expect("valid"),
-            management: None,
-            secret: None,
-            cluster_name: DEFAULT_CLUSTER_NAME.to_owned(),
-            ask_timeout: Duration::from_secs(5),
-            shutdown_timeout: Duration::from_secs(10),
-        }
-    }
-}
-
-impl std::fmt::Debug for Config {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Config")
-            .field("http", &self.http)
-            .field("cluster", &self.cluster)
-            .field("seeds", &self.seeds)
-            .field("roles", &self.roles)
-            .field("store", &self.store)
-            .field("management", &self.management)
-            .field("secret", &self.secret.as_ref().map(|_| "…"))
-            .field("cluster_name", &self.cluster_name)
-            .field("ask_timeout", &self.ask_timeout)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Config {
-    /// Whether this node serves the HTTP API.
-    pub fn is_endpoint(&self) -> bool {
-        self.roles.contains(&Role::Endpoint)
-    }
-
-    /// Whether this node hosts entities.
-    pub fn is_entity(&self) -> bool {
-        self.roles.contains(&Role::Entity)
-    }
-}
+pub type Config = ServiceConfig<Defaults>;
 
 /// The command line of the `artifact-state` binary.
 #[derive(Debug, Clone, Default, clap::Parser)]
@@ -151,55 +57,9 @@ pub struct Args {
     #[arg(long, env = "SHOAL_HTTP", value_name = "ADDR")]
     pub http: Option<String>,
 
-    /// Where the node listens for other nodes [default: 127.0.0.1:2551].
-    #[arg(long, env = "SHOAL_CLUSTER", value_name = "ADDR")]
-    pub cluster: Option<SocketAddr>,
-
-    /// A seed node to join through (repeatable). None: this node forms a cluster alone.
-    #[arg(
-        long = "seed",
-        env = "SHOAL_SEEDS",
-        value_delimiter = ',',
-        value_name = "ADDR"
-    )]
-    pub seeds: Vec<SocketAddr>,
-
-    /// A role of this node (repeatable) [default: endpoint and entity].
-    #[arg(
-        long = "role",
-        env = "SHOAL_ROLES",
-        value_delimiter = ',',
-        value_name = "ROLE"
-    )]
-    pub roles: Vec<Role>,
-
-    /// The event store: `sqlite:PATH`, `postgres://…` (shared by a cluster's nodes) or
-    /// `memory:` [default: sqlite:./data/artifact-state.db].
-    #[arg(long, env = "SHOAL_STORE", value_name = "URL")]
-    pub store: Option<StoreUrl>,
-
-    /// Where the management HTTP (`/cluster/members`, `/ready`, `/alive`) listens
-    /// [default: not served].
-    #[arg(long, env = "SHOAL_MANAGEMENT", value_name = "ADDR")]
-    pub management: Option<SocketAddr>,
-
-    /// The shared cluster secret, at least 16 bytes (needed to join seed nodes).
-    #[arg(
-        long,
-        env = "SHOAL_CLUSTER_SECRET",
-        hide_env_values = true,
-        value_name = "SECRET"
-    )]
-    pub secret: Option<String>,
-
-    /// The cluster's name [default: artifact-state].
-    #[arg(long, env = "SHOAL_CLUSTER_NAME", value_name = "NAME")]
-    pub cluster_name: Option<String>,
-
-    /// How long a request waits for its entity before answering 503, in milliseconds
-    /// [default: 5000].
-    #[arg(long, env = "SHOAL_ASK_TIMEOUT_MS", value_name = "MS")]
-    pub ask_timeout_ms: Option<u64>,
+    /// The flags every Shoal service shares (cluster, seeds, roles, store, …).
+    #[command(flatten)]
+    pub node: NodeArgs,
 }
 
 /// The `--config` file: the same settings as the flags, all optional.
@@ -240,6 +100,34 @@ impl FileConfig {
     pub fn parse(text: &str) -> anyhow::Result<Self> {
         Ok(toml::from_str(text)?)
     }
+
+    /// The defaults with this file's settings over them (the store only when `store` is
+    /// set here and not given as a flag).
+    fn over_defaults(self, store_flag: bool) -> anyhow::Result<Config> {
+        let store = match self.store.filter(|_| !store_flag) {
+            Some(url) => Some(
+                StoreUrl::parse(&url)
+                    .with_context(|| format!("store {url:?} in the config file"))?,
+            ),
+            None => None,
+        };
+        // The file's keys are the flags' names: they apply over the defaults as flags would.
+        let mut config = NodeArgs {
+            cluster: self.cluster,
+            seeds: self.seeds.unwrap_or_default(),
+            roles: self.roles.unwrap_or_default(),
+            store,
+            management: self.management,
+            secret: self.secret,
+            cluster_name: self.cluster_name,
+            ask_timeout_ms: self.ask_timeout_ms,
+        }
+        .over(Config::default());
+        if let Some(http) = self.http {
+            config.http = http;
+        }
+        Ok(config)
+    }
 }
 
 impl Args {
@@ -254,49 +142,15 @@ impl Args {
 
     /// These flags over `file` over the defaults.
     pub fn merge(&self, file: FileConfig) -> anyhow::Result<Config> {
-        let defaults = Config::default();
-        let store = match (&self.store, &file.store) {
-            (Some(url), _) => url.clone(),
-            (None, Some(url)) => {
-                StoreUrl::parse(url).with_context(|| format!("store {url:?} in the config file"))?
-            }
-            (None, None) => defaults.store,
-        };
-        let roles: BTreeSet<Role> = if !self.roles.is_empty() {
-            self.roles.iter().copied().collect()
-        } else {
-            file.roles.unwrap_or_default().into_iter().collect()
-        };
-        let ask_timeout_ms = self.ask_timeout_ms.or(file.ask_timeout_ms);
-        if ask_timeout_ms == Some(0) {
+        if self.node.ask_timeout_ms.or(file.ask_timeout_ms) == Some(0) {
             anyhow::bail!("the ask timeout must be at least 1 ms");
         }
-        Ok(Config {
-            http: self.http.clone().or(file.http).unwrap_or(defaults.http),
-            cluster: self.cluster.or(file.cluster).unwrap_or(defaults.cluster),
-            seeds: if self.seeds.is_empty() {
-                file.seeds.unwrap_or_default()
-            } else {
-                self.seeds.clone()
-            },
-            roles: if roles.is_empty() {
-                defaults.roles
-            } else {
-                roles
-            },
-            store,
-            management: self.management.or(file.management),
-            secret: self.secret.clone().or(file.secret),
-            cluster_name: self
-                .cluster_name
-                .clone()
-                .or(file.cluster_name)
-                .unwrap_or(defaults.cluster_name),
-            ask_timeout: ask_timeout_ms
-                .map(Duration::from_millis)
-                .unwrap_or(defaults.ask_timeout),
-            shutdown_timeout: defaults.shutdown_timeout,
-        })
+        let mut config = file.over_defaults(self.node.store.is_some())?;
+        self.node.apply_to(&mut config);
+        if let Some(http) = &self.http {
+            config.http = http.clone();
+        }
+        Ok(config)
     }
 }
 
@@ -304,6 +158,7 @@ impl Args {
 mod tests {
     use super::*;
     use clap::Parser;
+    use std::time::Duration;
 
     fn parse(args: &[&str]) -> Args {
         let mut all = vec!["artifact-state"];

@@ -18,19 +18,20 @@
 //! the change) gets a 503 with `{"error":"…"}` and `Retry-After: 1`.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{Query, Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::extract::{Query, State};
+use axum::middleware;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use shoal::prelude::AskError;
 use shoal::remote::RemoteReplyTo;
 use shoal::sharding::ShardRegion;
+use shoal_service::{AskMessages, log_request, method_not_allowed, not_found};
+
+pub use shoal_service::ApiError;
 
 use crate::entity::{ArtifactCommand, ArtifactState, entity_id};
 
@@ -143,60 +144,6 @@ pub struct AllStatesResponse {
     pub artifact_read: bool,
     /// Whether the artifact is in the user's feed.
     pub artifact_in_user_feed: bool,
-}
-
-/// An error answer: a status and `{"error": message}`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiError {
-    /// The HTTP status.
-    pub status: StatusCode,
-    /// What went wrong, for the client.
-    pub message: String,
-}
-
-impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            message: message.into(),
-        }
-    }
-
-    fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, message)
-    }
-
-    fn unavailable(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, message)
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut response = (
-            self.status,
-            Json(serde_json::json!({ "error": self.message })),
-        )
-            .into_response();
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        }
-        response
-    }
-}
-
-impl From<JsonRejection> for ApiError {
-    fn from(rejection: JsonRejection) -> Self {
-        Self::new(rejection.status(), rejection.body_text())
-    }
-}
-
-impl From<QueryRejection> for ApiError {
-    fn from(rejection: QueryRejection) -> Self {
-        Self::new(rejection.status(), rejection.body_text())
-    }
 }
 
 /// Checks a user id: 1 to [`MAX_USER_ID_BYTES`] bytes, no control characters.
@@ -342,34 +289,6 @@ async fn get_all_states_query(
     .await
 }
 
-async fn not_found(method: Method, uri: Uri) -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        format!("no route for {method} {}", uri.path()),
-    )
-}
-
-async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        format!("method {method} is not allowed on {}", uri.path()),
-    )
-}
-
-async fn log_request(request: Request, next: Next) -> Response {
-    let method = request.method().clone();
-    let path = request.uri().path().to_owned();
-    let started = Instant::now();
-    let response = next.run(request).await;
-    let status = response.status();
-    if status.is_server_error() {
-        tracing::warn!(%method, %path, status = status.as_u16(), elapsed = ?started.elapsed(), "request failed");
-    } else {
-        tracing::debug!(%method, %path, status = status.as_u16(), elapsed = ?started.elapsed(), "request");
-    }
-    response
-}
-
 impl AppState {
     async fn set(
         &self,
@@ -410,7 +329,7 @@ impl AppState {
             .inner
             .region
             .entity_ref(id.as_str())
-            .map_err(|e| ApiError::bad_request(format!("invalid artifactId/userId: {e}")))?;
+            .map_err(|e| ApiError::invalid_id("artifactId/userId", e))?;
         let timeout = self.inner.ask_timeout;
         // The ask has its own timeout; this one only makes sure no request outlives it.
         let answer = tokio::time::timeout(
@@ -425,22 +344,16 @@ impl AppState {
                 "the state of artifact {} for user {:?}",
                 target.artifact_id, target.user_id
             );
-            ApiError::unavailable(match error {
-                AskError::Timeout => format!(
-                    "{what} did not answer within {timeout:?}; a change may or may not have \
-                     been applied, read it before retrying"
-                ),
-                AskError::Failed(reason) => {
-                    format!("{what} is unavailable ({reason}); retry later")
-                }
-                AskError::MailboxFull => {
-                    format!("{what} is overloaded; nothing was applied, retry later")
-                }
-                AskError::Stopped(_) | AskError::NoReply => format!(
-                    "{what} is restarting or moving; a change may or may not have been \
-                     applied, read it before retrying"
-                ),
-            })
+            ApiError::from_ask(
+                error,
+                timeout,
+                AskMessages {
+                    what: &what,
+                    read: "it",
+                    failed: "is unavailable",
+                    stopped: "is restarting or moving",
+                },
+            )
         })
     }
 }

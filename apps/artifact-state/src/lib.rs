@@ -32,17 +32,6 @@ pub mod entity;
 pub mod http;
 pub mod server;
 
-pub use config::{Args, Config, FileConfig, Role};
+pub use config::{Args, Config, Defaults, FileConfig, Role};
 pub use server::{Server, run, shutdown_signal, start, start_with_store};
-
-/// Logs to standard error, filtered by `RUST_LOG` (default `info`).
-pub fn init_tracing() {
-    use std::io::IsTerminal;
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
-}
+pub use shoal_service::init_tracing;

@@ -15,19 +15,19 @@
 //! 503 when the cart could not answer in time or could not store the change.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{Path, Query, Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::extract::{Path, Query, State};
+use axum::middleware;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use shoal::prelude::*;
 use shoal::remote::RemoteReplyTo;
 use shoal::sharding::ShardRegion;
+use shoal_service::{AskMessages, log_request, method_not_allowed, not_found};
+
+pub use shoal_service::ApiError;
 
 use crate::cart::{CartCommand, CartState};
 
@@ -111,73 +111,6 @@ struct SeedSetItemQuery {
 #[derive(Debug, Deserialize)]
 struct SeedRemoveItemQuery {
     id: String,
-}
-
-/// An error answer: a status and `{"error": message}`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiError {
-    /// The HTTP status.
-    pub status: StatusCode,
-    /// What went wrong, for the client.
-    pub message: String,
-}
-
-impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            message: message.into(),
-        }
-    }
-
-    fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, message)
-    }
-
-    fn unavailable(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, message)
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut response = (
-            self.status,
-            Json(serde_json::json!({ "error": self.message })),
-        )
-            .into_response();
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        }
-        response
-    }
-}
-
-impl From<JsonRejection> for ApiError {
-    fn from(rejection: JsonRejection) -> Self {
-        Self::new(rejection.status(), rejection.body_text())
-    }
-}
-
-impl From<QueryRejection> for ApiError {
-    fn from(rejection: QueryRejection) -> Self {
-        Self::new(rejection.status(), rejection.body_text())
-    }
-}
-
-impl From<PathRejection> for ApiError {
-    fn from(rejection: PathRejection) -> Self {
-        // A path that matched a route but whose parameter cannot be decoded (bad
-        // percent-encoding, not UTF-8) is the client's mistake, whatever axum's default says.
-        let status = if rejection.status().is_client_error() {
-            rejection.status()
-        } else {
-            StatusCode::BAD_REQUEST
-        };
-        Self::new(status, rejection.body_text())
-    }
 }
 
 /// Checks a cart or item id: 1 to [`MAX_ID_BYTES`] bytes, no control characters.
@@ -266,34 +199,6 @@ async fn seed_remove_item(
     app.remove_item(DEFAULT_CART_ID.to_owned(), query.id).await
 }
 
-async fn not_found(method: Method, uri: Uri) -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        format!("no route for {method} {}", uri.path()),
-    )
-}
-
-async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        format!("method {method} is not allowed on {}", uri.path()),
-    )
-}
-
-async fn log_request(request: Request, next: Next) -> Response {
-    let method = request.method().clone();
-    let path = request.uri().path().to_owned();
-    let started = Instant::now();
-    let response = next.run(request).await;
-    let status = response.status();
-    if status.is_server_error() {
-        tracing::warn!(%method, %path, status = status.as_u16(), elapsed = ?started.elapsed(), "request failed");
-    } else {
-        tracing::debug!(%method, %path, status = status.as_u16(), elapsed = ?started.elapsed(), "request");
-    }
-    response
-}
-
 impl AppState {
     async fn view(&self, cart_id: String) -> Result<Json<CartView>, ApiError> {
         self.ask(cart_id, |reply| CartCommand::View { reply }).await
@@ -335,30 +240,23 @@ impl AppState {
         let cart = self
             .carts
             .entity_ref(cart_id.as_str())
-            .map_err(|e| ApiError::bad_request(format!("invalid cartId: {e}")))?;
+            .map_err(|e| ApiError::invalid_id("cartId", e))?;
         match cart.ask(make, self.ask_timeout).await {
             Ok(state) => Ok(Json(CartView::new(cart_id, state))),
             Err(error) => {
                 tracing::warn!(cart_id = %cart_id, %error, "cart did not answer");
-                Err(ApiError::unavailable(match error {
-                    AskError::Timeout => format!(
-                        "cart {cart_id:?} did not answer within {:?}; a change may or may not \
-                         have been applied, read the cart before retrying",
-                        self.ask_timeout
-                    ),
-                    // The reason is the store's message: a refused write (nothing applied) or
-                    // one whose outcome is unknown; the ask error does not say which.
-                    AskError::Failed(reason) => format!(
-                        "cart {cart_id:?} could not store the change ({reason}); retry later"
-                    ),
-                    AskError::MailboxFull => {
-                        format!("cart {cart_id:?} is overloaded; nothing was applied, retry later")
-                    }
-                    AskError::Stopped(_) | AskError::NoReply => format!(
-                        "cart {cart_id:?} is restarting; a change may or may not have been \
-                         applied, read the cart before retrying"
-                    ),
-                }))
+                // A failed ask carries the store's message: a refused write (nothing applied)
+                // or one whose outcome is unknown; the ask error does not say which.
+                Err(ApiError::from_ask(
+                    error,
+                    self.ask_timeout,
+                    AskMessages {
+                        what: &format!("cart {cart_id:?}"),
+                        read: "the cart",
+                        failed: "could not store the change",
+                        stopped: "is restarting",
+                    },
+                ))
             }
         }
     }

@@ -32,15 +32,16 @@ pub mod cart;
 pub mod http;
 pub mod server;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use shoal::store_url::StoreUrl;
+use shoal_service::{NodeArgs, ServiceDefaults};
 
-pub use server::{Config, Role, Server, run, shutdown_signal, start, start_with_store};
+pub use server::{Config, Defaults, Role, Server, run, shutdown_signal, start, start_with_store};
+pub use shoal_service::init_tracing;
 
 /// The command line of the `shopping-cart` binary. Every flag has an environment variable
-/// (the same names as the `artifact-state` service).
+/// (the same names as the `artifact-state` service: the shared ones are
+/// [`shoal_service::NodeArgs`]).
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
     name = "shopping-cart",
@@ -53,123 +54,34 @@ pub struct Args {
     #[arg(
         long,
         env = "SHOAL_HTTP",
-        default_value = server::DEFAULT_HTTP,
+        default_value = <Defaults as ServiceDefaults>::HTTP,
         value_name = "ADDR"
     )]
     pub http: String,
 
-    /// Where the node listens for other nodes (port 0 picks a free one).
-    #[arg(
-        long,
-        env = "SHOAL_CLUSTER",
-        default_value = shoal::node::DEFAULT_CLUSTER_ADDR,
-        value_name = "ADDR"
-    )]
-    pub cluster: SocketAddr,
-
-    /// A seed node to join through (repeatable, or comma-separated). None: this node forms a
-    /// cluster alone.
-    #[arg(
-        long = "seed",
-        env = "SHOAL_SEEDS",
-        value_delimiter = ',',
-        value_name = "ADDR"
-    )]
-    pub seeds: Vec<SocketAddr>,
-
-    /// A role of this node (repeatable): `endpoint` serves HTTP and reaches the carts through
-    /// sharding, `entity` hosts carts [default: both].
-    #[arg(
-        long = "role",
-        env = "SHOAL_ROLES",
-        value_delimiter = ',',
-        value_name = "ROLE"
-    )]
-    pub roles: Vec<Role>,
-
-    /// Where carts are stored: `sqlite:PATH` (created if missing), `postgres://…` (shared by
-    /// the nodes of a cluster) or `memory:` (lost on exit).
-    #[arg(
-        long,
-        env = "SHOAL_STORE",
-        default_value = server::DEFAULT_STORE,
-        value_name = "URL"
-    )]
-    pub store: StoreUrl,
-
-    /// Where the management HTTP (`/cluster/members`, `/ready`, `/alive`) listens
-    /// [default: not served].
-    #[arg(long, env = "SHOAL_MANAGEMENT", value_name = "ADDR")]
-    pub management: Option<SocketAddr>,
-
-    /// The shared cluster secret, at least 16 bytes (needed to join seed nodes; a node alone
-    /// uses a random one).
-    #[arg(
-        long,
-        env = "SHOAL_CLUSTER_SECRET",
-        hide_env_values = true,
-        value_name = "SECRET"
-    )]
-    pub secret: Option<String>,
-
-    /// The cluster's name; nodes of another cluster are refused.
-    #[arg(
-        long,
-        env = "SHOAL_CLUSTER_NAME",
-        default_value = server::DEFAULT_CLUSTER_NAME,
-        value_name = "NAME"
-    )]
-    pub cluster_name: String,
-
-    /// How long a request waits for its cart before answering 503, in milliseconds.
-    #[arg(
-        long,
-        env = "SHOAL_ASK_TIMEOUT_MS",
-        default_value_t = 5000,
-        value_name = "MS"
-    )]
-    pub ask_timeout_ms: u64,
+    /// The flags every Shoal service shares (cluster, seeds, roles, store, …); the store
+    /// defaults to `sqlite:./data/shopping-cart.db`, the cluster name to `shopping-cart`.
+    #[command(flatten)]
+    pub node: NodeArgs,
 }
 
 impl Args {
     /// The service configuration these arguments describe.
     pub fn config(&self) -> Config {
-        let roles = if self.roles.is_empty() {
-            Config::default().roles
-        } else {
-            self.roles.iter().copied().collect()
-        };
-        Config {
+        let mut config = self.node.over(Config {
             http: self.http.clone(),
-            cluster: self.cluster,
-            seeds: self.seeds.clone(),
-            roles,
-            store: self.store.clone(),
-            management: self.management,
-            secret: self.secret.clone(),
-            cluster_name: self.cluster_name.clone(),
-            ask_timeout: Duration::from_millis(self.ask_timeout_ms.max(1)),
             ..Config::default()
-        }
+        });
+        config.ask_timeout = config.ask_timeout.max(Duration::from_millis(1));
+        config
     }
-}
-
-/// Logs to standard error, filtered by `RUST_LOG` (default `info`).
-pub fn init_tracing() {
-    use std::io::IsTerminal;
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use clap::Parser;
+    use shoal::store_url::StoreUrl;
 
     #[test]
     fn flags_override_the_defaults() {
@@ -182,7 +94,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(args.http, "0.0.0.0:9000");
-        assert_eq!(args.store, StoreUrl::Memory);
+        assert_eq!(args.config().store, StoreUrl::Memory);
         assert_eq!(args.config().ask_timeout, Duration::from_secs(5));
     }
 
@@ -250,7 +162,10 @@ mod tests {
     fn store_urls_are_checked_at_parse_time() {
         let args =
             Args::try_parse_from(["shopping-cart", "--store", "postgres://db/shoal"]).unwrap();
-        assert_eq!(args.store, StoreUrl::Postgres("postgres://db/shoal".into()));
+        assert_eq!(
+            args.config().store,
+            StoreUrl::Postgres("postgres://db/shoal".into())
+        );
         let err = Args::try_parse_from(["shopping-cart", "--store", "postgres:"])
             .unwrap_err()
             .to_string();

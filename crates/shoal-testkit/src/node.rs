@@ -1,18 +1,14 @@
 //! [`NodeProcess`]: a `shoal-node` binary running as a child process on loopback, observed
 //! through its management HTTP.
 
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::channel;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Bytes;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
+
+use crate::service::{members, stdout_lines, wait_members};
 
 /// A free TCP port on 127.0.0.1 (bound, then released: another process could take it in
 /// between, which is unlikely on a test machine).
@@ -53,14 +49,7 @@ impl NodeProcess {
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let _ = tx.send(line);
-            }
-        });
+        let rx = stdout_lines(child.stdout.take().expect("piped stdout"));
         let line = rx
             .recv_timeout(Duration::from_secs(60))
             .unwrap_or_else(|e| panic!("node on {cluster} printed no start line: {e}"));
@@ -90,21 +79,7 @@ impl NodeProcess {
 
     /// `GET /cluster/members` as JSON.
     pub async fn members(&self) -> Value {
-        let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-        let uri = format!("http://{}/cluster/members", self.management)
-            .parse()
-            .expect("a valid URI");
-        let response = tokio::time::timeout(Duration::from_secs(10), client.get(uri))
-            .await
-            .expect("management answers within 10 s")
-            .expect("management answers");
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
-        serde_json::from_slice(&body).expect("JSON members")
+        members(self.management, false).await
     }
 
     /// Polls [`members`](Self::members) until `pred` holds, up to `within`; returns the
@@ -112,22 +87,10 @@ impl NodeProcess {
     pub async fn wait_members(
         &self,
         within: Duration,
-        mut pred: impl FnMut(&Value) -> bool,
+        pred: impl FnMut(&Value) -> bool,
     ) -> (Value, Duration) {
-        let start = Instant::now();
-        loop {
-            let members = self.members().await;
-            if pred(&members) {
-                return (members, start.elapsed());
-            }
-            assert!(
-                start.elapsed() < within,
-                "node {}: condition not reached within {within:?}; members: {members:#}",
-                self.identity
-            );
-            // Polling an external process: there is nothing to await but time.
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let what = format!("node {}: condition", self.identity);
+        wait_members(self.management, false, &what, within, pred).await
     }
 }
 

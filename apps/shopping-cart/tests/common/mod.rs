@@ -4,29 +4,21 @@
 // Each test file uses a different subset of these helpers.
 #![allow(dead_code)]
 
-use std::fs::File;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::ops::Deref;
+use std::path::Path;
 use std::sync::Arc;
-use std::sync::mpsc::{RecvTimeoutError, channel};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use hyper::header::{CONTENT_TYPE, HeaderMap};
-use hyper::{Method, Request, StatusCode};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 use shoal::persistence::store::{EventRecord, Offset, PersistenceId, QueryMode, Store};
 use shoal::store_url::StoreUrl;
+use shoal_testkit::{HttpClient, ServiceProcess, service_command};
 use shopping_cart::{Config, Server};
 
-/// How long any single HTTP exchange may take before the test fails (instead of hanging).
-pub(crate) const REQUEST_DEADLINE: Duration = Duration::from_secs(30);
+// Each test file uses a different subset of these too.
+#[allow(unused_imports)]
+pub(crate) use shoal_testkit::read;
 
 /// The longest a test waits for the binary to print its address or to exit.
 pub(crate) const PROCESS_DEADLINE: Duration = Duration::from_secs(60);
@@ -34,89 +26,21 @@ pub(crate) const PROCESS_DEADLINE: Duration = Duration::from_secs(60);
 // ---------------------------------------------------------------------------------------
 // HTTP
 
-/// A minimal HTTP/1 client bound to one server.
+/// A client for the shopping cart's API: [`HttpClient`] and the cart calls.
 #[derive(Clone)]
-pub(crate) struct Http {
-    client: Client<HttpConnector, Full<Bytes>>,
-    base: String,
-}
+pub(crate) struct Http(HttpClient);
 
-/// A response, fully read.
-#[derive(Debug)]
-pub(crate) struct Reply {
-    pub(crate) status: StatusCode,
-    pub(crate) headers: HeaderMap,
-    pub(crate) body: Bytes,
+impl Deref for Http {
+    type Target = HttpClient;
+
+    fn deref(&self) -> &HttpClient {
+        &self.0
+    }
 }
 
 impl Http {
     pub(crate) fn new(addr: SocketAddr) -> Self {
-        Self {
-            client: Client::builder(TokioExecutor::new()).build_http(),
-            base: format!("http://{addr}"),
-        }
-    }
-
-    /// Sends a request; `path` is used as given (percent-encode it yourself).
-    pub(crate) async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        content_type: Option<&str>,
-        body: impl Into<Bytes>,
-    ) -> Reply {
-        let mut request = Request::builder()
-            .method(method.clone())
-            .uri(format!("{}{path}", self.base));
-        if let Some(ct) = content_type {
-            request = request.header(CONTENT_TYPE, ct);
-        }
-        let request = request
-            .body(Full::new(body.into()))
-            .expect("a valid request");
-        let exchange = async {
-            let response = self
-                .client
-                .request(request)
-                .await
-                .unwrap_or_else(|e| panic!("{method} {path}: {e:?}"));
-            let (parts, body) = response.into_parts();
-            let body = body
-                .collect()
-                .await
-                .unwrap_or_else(|e| panic!("{method} {path}: reading body: {e}"))
-                .to_bytes();
-            Reply {
-                status: parts.status,
-                headers: parts.headers,
-                body,
-            }
-        };
-        tokio::time::timeout(REQUEST_DEADLINE, exchange)
-            .await
-            .unwrap_or_else(|_| panic!("{method} {path}: no answer within {REQUEST_DEADLINE:?}"))
-    }
-
-    pub(crate) async fn get(&self, path: &str) -> Reply {
-        self.send(Method::GET, path, None, Bytes::new()).await
-    }
-
-    pub(crate) async fn delete(&self, path: &str) -> Reply {
-        self.send(Method::DELETE, path, None, Bytes::new()).await
-    }
-
-    pub(crate) async fn post(&self, path: &str) -> Reply {
-        self.send(Method::POST, path, None, Bytes::new()).await
-    }
-
-    pub(crate) async fn post_json(&self, path: &str, body: &Value) -> Reply {
-        self.send(
-            Method::POST,
-            path,
-            Some("application/json"),
-            serde_json::to_vec(body).expect("serializable"),
-        )
-        .await
+        Self(HttpClient::new(addr))
     }
 
     /// `POST /carts/{cart}/items` with `{"itemId": item, "quantity": quantity}`; expects 200.
@@ -134,50 +58,6 @@ impl Http {
     pub(crate) async fn items(&self, cart: &str) -> Value {
         let cart_json = self.get(&format!("/carts/{cart}")).await.ok_json();
         cart_json["items"].clone()
-    }
-}
-
-impl Reply {
-    pub(crate) fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    /// The body as JSON; fails the test if it is not JSON or not served as JSON.
-    pub(crate) fn json(&self) -> Value {
-        let ct = self
-            .headers
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        assert!(
-            ct.starts_with("application/json"),
-            "content-type {ct:?}, body {:?}",
-            self.text()
-        );
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.text()))
-    }
-
-    /// Expects 200 and returns the JSON body.
-    pub(crate) fn ok_json(&self) -> Value {
-        assert_eq!(self.status, StatusCode::OK, "body: {}", self.text());
-        self.json()
-    }
-
-    /// Expects `status` and a JSON body `{"error": "<non-empty>"}`; returns the message.
-    pub(crate) fn expect_error(&self, status: StatusCode) -> String {
-        assert_eq!(self.status, status, "body: {}", self.text());
-        let body = self.json();
-        let message = body["error"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no \"error\" string in {body}"));
-        assert!(!message.is_empty(), "empty error message");
-        assert_eq!(
-            body.as_object().map(|o| o.len()),
-            Some(1),
-            "error body has only \"error\": {body}"
-        );
-        message.to_owned()
     }
 }
 
@@ -237,16 +117,21 @@ pub(crate) async fn count_tagged(store: &Arc<dyn Store>, tag: &str) -> usize {
 // ---------------------------------------------------------------------------------------
 // The real binary
 
-/// The `shopping-cart` binary running as a child process.
+/// The `shopping-cart` binary running as a child process. Killed (SIGKILL) when dropped.
 pub(crate) struct Binary {
-    child: Child,
+    process: ServiceProcess,
     /// Its HTTP address.
     pub(crate) addr: SocketAddr,
     /// Its cluster address (as printed: `node ADDRESS#INCARNATION roles …`).
     pub(crate) cluster: SocketAddr,
-    /// Its management address, when served.
-    pub(crate) management: Option<SocketAddr>,
-    log: PathBuf,
+}
+
+impl Deref for Binary {
+    type Target = ServiceProcess;
+
+    fn deref(&self) -> &ServiceProcess {
+        &self.process
+    }
 }
 
 impl Binary {
@@ -265,124 +150,26 @@ impl Binary {
     /// start lines (`node …`, `management http://…`, `listening on http://…`, `started`).
     /// The `SHOAL_*` environment is cleared; its log goes to `log`.
     pub(crate) fn start_with(args: &[&str], log: &Path) -> Self {
-        let log_file = File::options()
-            .create(true)
-            .append(true)
-            .open(log)
-            .expect("log file");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_shopping-cart"));
+        let mut command = service_command(Path::new(env!("CARGO_BIN_EXE_shopping-cart")));
         command.arg("--http").arg("127.0.0.1:0").args(args);
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("SHOAL_") {
-                command.env_remove(key);
-            }
-        }
-        let mut child = command
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log_file)
-            .spawn()
-            .expect("the binary starts");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = channel();
-        // Reads stdout to the end, so the child never blocks on a full pipe.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    // Nobody listens any more; keep draining.
-                }
-            }
-        });
-        let deadline = Instant::now() + PROCESS_DEADLINE;
-        let (mut addr, mut cluster, mut management) = (None, None, None);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) => {
-                    let line = line.trim();
-                    if let Some(a) = line.strip_prefix("listening on http://") {
-                        addr = Some(a.parse().expect("a socket address"));
-                    } else if let Some(a) = line.strip_prefix("management http://") {
-                        management = Some(a.parse().expect("a socket address"));
-                    } else if let Some(rest) = line.strip_prefix("node ") {
-                        // `node ADDRESS#INCARNATION roles R`
-                        let identity = rest.split_whitespace().next().unwrap_or_default();
-                        let address = identity.split('#').next().unwrap_or_default();
-                        cluster = Some(address.parse().expect("a cluster address"));
-                    } else if line == "started" {
-                        break;
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!(
-                        "no `started` line within {PROCESS_DEADLINE:?}; log:\n{}",
-                        read(log)
-                    );
-                }
-                Err(RecvTimeoutError::Disconnected) => {
-                    let status = child.wait();
-                    panic!(
-                        "the binary exited before listening ({status:?}); log:\n{}",
-                        read(log)
-                    );
-                }
-            }
-        }
+        let process = ServiceProcess::start(command, "shopping-cart", log, PROCESS_DEADLINE);
         Self {
-            child,
-            addr: addr.expect("a `listening on` line: an endpoint node"),
-            cluster: cluster.expect("a `node` line"),
-            management,
-            log: log.to_path_buf(),
+            addr: process
+                .http
+                .expect("a `listening on` line: an endpoint node"),
+            cluster: process.cluster(),
+            process,
         }
     }
 
     /// SIGKILL: no shutdown hook runs.
-    pub(crate) fn kill(mut self) {
-        self.child.kill().expect("kill");
-        self.child.wait().expect("wait");
+    pub(crate) fn kill(self) {
+        self.process.kill();
     }
 
     /// SIGTERM, then waits (bounded) for the exit.
     #[cfg(unix)]
-    pub(crate) fn terminate(mut self) -> ExitStatus {
-        use rustix::process::{Pid, Signal, kill_process};
-        kill_process(Pid::from_child(&self.child), Signal::TERM).expect("SIGTERM");
-        let deadline = Instant::now() + PROCESS_DEADLINE;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                panic!(
-                    "no exit within {PROCESS_DEADLINE:?} of SIGTERM; log:\n{}",
-                    read(&self.log)
-                );
-            }
-            // Polling the exit status in a bounded loop; nothing else tells us.
-            std::thread::sleep(Duration::from_millis(20));
-        }
+    pub(crate) fn terminate(self) -> std::process::ExitStatus {
+        self.process.terminate()
     }
-
-    pub(crate) fn log(&self) -> String {
-        read(&self.log)
-    }
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        // A failing test must not leave the child running.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-pub(crate) fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
 }
