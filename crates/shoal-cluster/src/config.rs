@@ -299,6 +299,35 @@ fn role_name(field: &'static str, role: Option<&String>) -> Result<(), ConfigErr
 }
 
 impl ClusterConfig {
+    /// The defaults with every timing about ten times shorter (heartbeat 100 ms, acceptable
+    /// pause 400 ms, stable-after 600 ms, gossip 100 ms), joining through `seeds`: for
+    /// multi-node tests in one process, where a crash should be handled in about a second.
+    /// Not for real networks.
+    pub fn scaled_for_tests(seeds: &[SocketAddr]) -> ClusterConfig {
+        let ms = Duration::from_millis;
+        ClusterConfig {
+            seed_nodes: seeds.to_vec(),
+            seed_node_timeout: ms(500),
+            join_retry_interval: ms(100),
+            retry_unsuccessful_join_after: ms(1000),
+            gossip_interval: ms(100),
+            tick_interval: ms(20),
+            failure_detector: FailureDetectorConfig {
+                heartbeat_interval: ms(100),
+                acceptable_heartbeat_pause: ms(400),
+                min_std_deviation: ms(50),
+                expected_response_after: ms(100),
+                ..FailureDetectorConfig::default()
+            },
+            split_brain_resolver: Some(SplitBrainResolverConfig {
+                stable_after: ms(600),
+                down_all_when_unstable: Some(ms(1500)),
+                ..SplitBrainResolverConfig::default()
+            }),
+            ..ClusterConfig::default()
+        }
+    }
+
     /// Check the rules that tie fields together. The first broken rule is reported.
     ///
     /// * every duration and count is positive;
@@ -658,5 +687,12 @@ mod tests {
                 field: "split_brain_resolver.strategy.role"
             })
         );
+    }
+
+    #[test]
+    fn the_test_timings_are_valid_and_short() {
+        let config = ClusterConfig::scaled_for_tests(&[]);
+        config.validate().unwrap();
+        assert!(config.removal_time_estimate().unwrap() < Duration::from_secs(2));
     }
 }

@@ -7,40 +7,14 @@ use std::time::Duration;
 
 use shoal_cluster::runner::decode_inbound;
 use shoal_cluster::{
-    Cluster, ClusterConfig, ClusterEvent, ClusterState, EndpointLink, FailureDetectorConfig,
-    MemberStatus, ShutdownReason, SplitBrainResolverConfig,
+    Cluster, ClusterConfig, ClusterEvent, ClusterState, EndpointLink, MemberStatus, ShutdownReason,
 };
 use shoal_remote::{ClusterSecret, Endpoint, EndpointConfig, MemoryNetwork};
 
 const WAIT: Duration = Duration::from_secs(20);
 
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
-
-/// Timings scaled down ten times (and a little slack for a busy test machine).
 fn fast(seeds: &[SocketAddr]) -> ClusterConfig {
-    ClusterConfig {
-        seed_nodes: seeds.to_vec(),
-        seed_node_timeout: ms(500),
-        join_retry_interval: ms(100),
-        retry_unsuccessful_join_after: ms(1000),
-        gossip_interval: ms(100),
-        tick_interval: ms(20),
-        failure_detector: FailureDetectorConfig {
-            heartbeat_interval: ms(100),
-            acceptable_heartbeat_pause: ms(400),
-            min_std_deviation: ms(50),
-            expected_response_after: ms(100),
-            ..FailureDetectorConfig::default()
-        },
-        split_brain_resolver: Some(SplitBrainResolverConfig {
-            stable_after: ms(600),
-            down_all_when_unstable: Some(ms(1500)),
-            ..SplitBrainResolverConfig::default()
-        }),
-        ..ClusterConfig::default()
-    }
+    ClusterConfig::scaled_for_tests(seeds)
 }
 
 struct Node {

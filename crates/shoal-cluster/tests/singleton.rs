@@ -9,8 +9,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use shoal_actor::{Actor, ActorError, ActorSystem, Context, Props, StopReason};
 use shoal_cluster::{
-    Cluster, ClusterConfig, ClusterSingleton, ClusterState, FailureDetectorConfig, MemberStatus,
-    RemoteLink, SingletonProxy, SingletonSettings, SplitBrainResolverConfig, UniqueAddress,
+    Cluster, ClusterConfig, ClusterSingleton, ClusterState, MemberStatus, RemoteLink,
+    SingletonProxy, SingletonSettings, UniqueAddress,
 };
 use shoal_remote::{ClusterSecret, EndpointConfig, MemoryNetwork, Remote, RemoteReplyTo};
 
@@ -21,29 +21,10 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
-/// Timings scaled down ten times, as in the runner tests.
 fn fast(seeds: &[SocketAddr], roles: &[&str]) -> ClusterConfig {
     ClusterConfig {
         roles: roles.iter().map(|r| r.to_string()).collect(),
-        seed_nodes: seeds.to_vec(),
-        seed_node_timeout: ms(500),
-        join_retry_interval: ms(100),
-        retry_unsuccessful_join_after: ms(1000),
-        gossip_interval: ms(100),
-        tick_interval: ms(20),
-        failure_detector: FailureDetectorConfig {
-            heartbeat_interval: ms(100),
-            acceptable_heartbeat_pause: ms(400),
-            min_std_deviation: ms(50),
-            expected_response_after: ms(100),
-            ..FailureDetectorConfig::default()
-        },
-        split_brain_resolver: Some(SplitBrainResolverConfig {
-            stable_after: ms(600),
-            down_all_when_unstable: Some(ms(1500)),
-            ..SplitBrainResolverConfig::default()
-        }),
-        ..ClusterConfig::default()
+        ..ClusterConfig::scaled_for_tests(seeds)
     }
 }
 

@@ -14,8 +14,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use shoal_actor::{Actor, ActorError, ActorSystem, Context, Props, StopReason};
 use shoal_cluster::{
-    Cluster, ClusterConfig, ClusterState, FailureDetectorConfig, MemberStatus, RemoteLink,
-    SplitBrainResolverConfig, UniqueAddress,
+    Cluster, ClusterConfig, ClusterState, MemberStatus, RemoteLink, UniqueAddress,
 };
 use shoal_persistence::memory::MemoryStore;
 use shoal_persistence::store::Store;
@@ -33,27 +32,7 @@ pub(crate) fn ms(n: u64) -> Duration {
 }
 
 pub(crate) fn fast(seeds: &[SocketAddr]) -> ClusterConfig {
-    ClusterConfig {
-        seed_nodes: seeds.to_vec(),
-        seed_node_timeout: ms(500),
-        join_retry_interval: ms(100),
-        retry_unsuccessful_join_after: ms(1000),
-        gossip_interval: ms(100),
-        tick_interval: ms(20),
-        failure_detector: FailureDetectorConfig {
-            heartbeat_interval: ms(100),
-            acceptable_heartbeat_pause: ms(400),
-            min_std_deviation: ms(50),
-            expected_response_after: ms(100),
-            ..FailureDetectorConfig::default()
-        },
-        split_brain_resolver: Some(SplitBrainResolverConfig {
-            stable_after: ms(600),
-            down_all_when_unstable: Some(ms(1500)),
-            ..SplitBrainResolverConfig::default()
-        }),
-        ..ClusterConfig::default()
-    }
+    ClusterConfig::scaled_for_tests(seeds)
 }
 
 pub(crate) fn settings() -> ShardingSettings {
