@@ -2,10 +2,21 @@
 //! shard's home (here, or another node's region), learns homes from the coordinator,
 //! buffers while a home is unknown or moving, hosts the shards allocated here, and hands
 //! them off when the coordinator says so.
+//!
+//! **Direct routes.** Once a shard is running here and nothing for it waits in the region,
+//! the region publishes the shard's handle in [`LocalRoutes`]: this node's entity refs then
+//! hand their messages to the shard themselves, one task hop fewer. A sender's messages
+//! keep their order across the switch: the region publishes a route only while holding the
+//! routes' write lock and after handling everything already in its input queue, so a message
+//! sent through the region always reaches the shard's queue before any message the same
+//! sender sends directly afterwards. A route is withdrawn (under the same lock) before the
+//! shard begins a hand-off or stops; messages that went directly before are in the shard's
+//! queue and are delivered before the entities' stop message, those after go through the
+//! region and wait for the new home.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -32,6 +43,13 @@ pub(crate) enum RegionInput<M> {
     Shutdown(oneshot::Sender<()>),
 }
 
+/// The shards hosted on this node that the node's entity refs may deliver to directly (see
+/// the module docs). Written by the region only.
+pub(crate) type LocalRoutes<M> = Arc<RwLock<HashMap<ShardId, ShardHandle<M>>>>;
+
+/// Inputs handled per wake-up of the region before it looks at its other sources again.
+const DRAIN_BATCH: usize = 64;
+
 /// Counters shared with the handles.
 #[derive(Debug, Default)]
 pub(crate) struct RegionCounters {
@@ -55,6 +73,7 @@ pub(crate) struct Region<M> {
     pub(crate) coordinator: SingletonProxy<CoordinatorMessage>,
     pub(crate) cluster: watch::Receiver<ClusterState>,
     pub(crate) counters: Arc<RegionCounters>,
+    pub(crate) routes: LocalRoutes<M>,
 }
 
 struct Routing<M> {
@@ -73,6 +92,10 @@ struct Routing<M> {
     last_leave_request: Option<Instant>,
     terminated: bool,
     warned_drop: bool,
+    /// Shards whose direct route is published.
+    published: BTreeSet<ShardId>,
+    /// Shards that started taking messages here and may get a direct route.
+    to_publish: BTreeSet<ShardId>,
 }
 
 impl<M> Region<M>
@@ -99,6 +122,8 @@ where
             last_leave_request: None,
             terminated: false,
             warned_drop: false,
+            published: BTreeSet::new(),
+            to_publish: BTreeSet::new(),
         };
         let (stopped_tx, mut stopped_rx) = mpsc::unbounded_channel::<ShardId>();
         let mut tick = tokio::time::interval(self.settings.retry_interval / 4);
@@ -107,12 +132,15 @@ where
         loop {
             tokio::select! {
                 input = local.recv() => match input {
-                    Some(RegionInput::Deliver(entity_id, msg)) => self.deliver(&mut r, entity_id, msg),
-                    Some(RegionInput::Stats(reply)) => { let _ = reply.send(self.stats(&r)); }
-                    Some(RegionInput::Shutdown(done)) => {
-                        r.leaving = true;
-                        r.shutting_down.push(done);
-                        self.request_leave(&mut r);
+                    Some(input) => {
+                        self.local_input(&mut r, input);
+                        // Whatever else is queued, before the next select.
+                        for _ in 1..DRAIN_BATCH {
+                            match local.try_recv() {
+                                Ok(input) => self.local_input(&mut r, input),
+                                Err(_) => break,
+                            }
+                        }
                     }
                     None => break,
                 },
@@ -121,6 +149,7 @@ where
                     None => break,
                 },
                 Some(shard) = stopped_rx.recv() => {
+                    self.withdraw(&mut r, &shard);
                     r.stopping.remove(&shard);
                     r.shards.remove(&shard);
                     self.spread_entity_limit(&r);
@@ -144,10 +173,69 @@ where
                     let _ = done.send(());
                 }
             }
+            if !r.to_publish.is_empty() {
+                self.publish(&mut r, &mut local);
+            }
         }
+        self.withdraw_all(&mut r);
         for (_, shard) in std::mem::take(&mut r.shards) {
             shard.hand_off().await;
         }
+    }
+
+    fn local_input(&self, r: &mut Routing<M>, input: RegionInput<M>) {
+        match input {
+            RegionInput::Deliver(entity_id, msg) => self.deliver(r, entity_id, msg),
+            RegionInput::Stats(reply) => {
+                let _ = reply.send(self.stats(r));
+            }
+            RegionInput::Shutdown(done) => {
+                r.leaving = true;
+                r.shutting_down.push(done);
+                self.request_leave(r);
+            }
+        }
+    }
+
+    /// Publishes the direct routes of `r.to_publish` that qualify. Holds the write lock while
+    /// it first handles every input already queued: whatever a sender sent through the region
+    /// before is then in the shard's queue ahead of anything it sends directly.
+    fn publish(&self, r: &mut Routing<M>, local: &mut mpsc::Receiver<RegionInput<M>>) {
+        let mut routes = self.routes.write().unwrap_or_else(|e| e.into_inner());
+        while let Ok(input) = local.try_recv() {
+            self.local_input(r, input);
+        }
+        for shard in std::mem::take(&mut r.to_publish) {
+            let qualifies = !r.terminated
+                && r.refused.is_none()
+                && r.homes.get(&shard) == Some(&self.me)
+                && !r.stopping.contains(&shard)
+                && !r.buffers.contains_key(&shard);
+            if let Some(handle) = r.shards.get(&shard).filter(|_| qualifies) {
+                routes.insert(shard.clone(), handle.clone());
+                r.published.insert(shard);
+            }
+        }
+    }
+
+    /// Withdraws `shard`'s direct route: later messages go through the region.
+    fn withdraw(&self, r: &mut Routing<M>, shard: &ShardId) {
+        r.to_publish.remove(shard);
+        if r.published.remove(shard) {
+            self.routes
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(shard);
+        }
+    }
+
+    fn withdraw_all(&self, r: &mut Routing<M>) {
+        r.to_publish.clear();
+        r.published.clear();
+        self.routes
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 
     fn deliver(&self, r: &mut Routing<M>, entity_id: EntityId, msg: M) {
@@ -203,6 +291,8 @@ where
         self.ensure_shard(r, &shard);
         if r.shards[&shard].deliver(entity_id, msg).is_err() {
             self.drop_one(r, "the shard refused the message");
+        } else if !r.published.contains(&shard) {
+            r.to_publish.insert(shard);
         }
     }
 
@@ -301,11 +391,16 @@ where
                     .lock()
                     .unwrap_or_else(|e| e.into_inner()) = Some(reason.clone());
                 r.refused = Some(reason);
+                self.withdraw_all(r);
             }
             RegionMessage::ShardHome { shard, region } => {
                 if region == self.me && !self.hosts {
                     tracing::warn!(%shard, "a proxy was given a shard: ignored");
                     return;
+                }
+                if region != self.me {
+                    // Not (or no longer) here: nothing may go to a local instance directly.
+                    self.withdraw(r, &shard);
                 }
                 if region != self.me && !self.is_member(region) {
                     // A home on a node that is not (or no longer) a member, e.g. a previous
@@ -323,6 +418,7 @@ where
                 self.flush(r, &shard);
             }
             RegionMessage::BeginHandOff { shard } => {
+                self.withdraw(r, &shard);
                 r.homes.remove(&shard);
                 self.to_coordinator(CoordinatorMessage::BeginHandOffAck {
                     shard,
@@ -330,6 +426,7 @@ where
                 });
             }
             RegionMessage::HandOff { shard } => {
+                self.withdraw(r, &shard);
                 r.homes.remove(&shard);
                 match r.shards.get(&shard) {
                     Some(handle) if r.stopping.insert(shard.clone()) => {
@@ -405,6 +502,7 @@ where
                 r.terminated = true;
                 tracing::info!(type_name = %self.type_name, shards = r.shards.len(),
                     "node downed or removed: stopping every shard here");
+                self.withdraw_all(r);
                 r.homes.clear();
                 let shards: Vec<ShardId> = r.shards.keys().cloned().collect();
                 for shard in shards {

@@ -175,6 +175,14 @@ impl<M> Clone for ShardSettings<M> {
 /// A handle to a running shard; cheap to clone.
 ///
 /// When every handle is dropped, the shard stops its entities as in a hand-off.
+/// Why [`ShardHandle::deliver_direct`] handed a message back.
+pub(crate) enum Direct<M> {
+    /// The shard's queue is full.
+    Full(M),
+    /// The shard is handing off or has stopped.
+    Refused(M),
+}
+
 pub(crate) struct ShardHandle<M> {
     queue: mpsc::Sender<(EntityId, M)>,
     shared: Arc<Shared>,
@@ -270,6 +278,19 @@ impl<M: Send + 'static> ShardHandle<M> {
         self.queue
             .try_send((entity_id, msg))
             .map_err(|e| e.into_inner().1)
+    }
+
+    /// [`deliver`](Self::deliver) for the direct routes of entity refs: tells a full queue
+    /// (`Full`, the sender's to handle) from a shard that no longer takes messages
+    /// (`Refused`, for the region to route).
+    pub(crate) fn deliver_direct(&self, entity_id: EntityId, msg: M) -> Result<(), Direct<M>> {
+        if !self.shared.accepting.load(Ordering::Acquire) {
+            return Err(Direct::Refused(msg));
+        }
+        self.queue.try_send((entity_id, msg)).map_err(|e| match e {
+            mpsc::error::TrySendError::Full((_, m)) => Direct::Full(m),
+            mpsc::error::TrySendError::Closed((_, m)) => Direct::Refused(m),
+        })
     }
 
     /// Stops every entity (the stop message, or a graceful stop; entities still running after

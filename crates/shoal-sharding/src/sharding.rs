@@ -18,9 +18,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::coordinator::{COORDINATOR_LOG_TYPE, Coordinator};
 use crate::protocol::{CoordinatorMessage, CoordinatorView, Names, RegionMessage, RegionStats};
-use crate::region::{Region, RegionCounters, RegionInput, ValidateId};
+use crate::region::{LocalRoutes, Region, RegionCounters, RegionInput, ValidateId};
 use crate::settings::ShardingSettings;
-use crate::shard::{EntityContext, EntityFactory, RememberSettings, ShardSettings};
+use crate::shard::{Direct, EntityContext, EntityFactory, RememberSettings, ShardSettings};
 use crate::shard_id::{HashShardExtractor, ShardExtractor};
 use crate::{EntityId, IdError, RegionId, ShardId};
 
@@ -333,6 +333,7 @@ impl Sharding {
             remember,
         };
         let counters = Arc::new(RegionCounters::default());
+        let routes = LocalRoutes::default();
         let (tx, rx) = mpsc::channel(REGION_INPUT);
         let region = Region {
             me: self.remote.local(),
@@ -349,6 +350,7 @@ impl Sharding {
             coordinator: coordinator.clone(),
             cluster: self.cluster.state(),
             counters: counters.clone(),
+            routes: routes.clone(),
         };
         let span = tracing::info_span!("region", type_name = %type_name);
         tokio::spawn(tracing::Instrument::instrument(region.run(rx, inbox), span));
@@ -375,6 +377,7 @@ impl Sharding {
                 validate,
                 extractor,
                 counters,
+                routes,
             }),
         };
         self.regions
@@ -518,6 +521,8 @@ struct RegionHandle<M> {
     validate: Option<ValidateId>,
     extractor: Arc<dyn ShardExtractor>,
     counters: Arc<RegionCounters>,
+    /// Shards running here that accept messages directly (see `region`).
+    routes: LocalRoutes<M>,
 }
 
 /// This node's handle for one sharded entity type. Cheap to clone.
@@ -608,19 +613,42 @@ impl<M: Send + 'static> EntityRef<M> {
         &self.entity_id
     }
 
-    /// Sends `msg` without waiting; `Full` when this node's region is overloaded. Delivery
-    /// is at most once (a message in flight when a node crashes is lost).
+    /// Sends `msg` without waiting; `Full` when this node's region, or the entity's shard
+    /// when it runs on this node, is overloaded. Delivery is at most once (a message in
+    /// flight when a node crashes is lost); messages from one sender to one entity keep
+    /// their order.
     pub fn tell(&self, msg: M) -> Result<(), TellError<M>> {
-        self.region
-            .tx
-            .try_send(RegionInput::Deliver(self.entity_id.clone(), msg))
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(RegionInput::Deliver(_, m)) => TellError::Full(m),
-                mpsc::error::TrySendError::Closed(RegionInput::Deliver(_, m)) => {
-                    TellError::Closed(m)
+        // A shard running here takes the message itself (one task hop fewer); otherwise, or
+        // if it refuses (handing off, stopped), the region routes it. The read lock is held
+        // until the message is in one queue or the other: the region publishes a route only
+        // under the write lock, after emptying its queue, so nothing sent through the region
+        // can be overtaken by a later direct message.
+        let routes = self.region.routes.read().unwrap_or_else(|e| e.into_inner());
+        let msg = match routes.is_empty() {
+            true => msg,
+            false => {
+                let shard = self.region.extractor.shard_id(&self.entity_id);
+                match routes.get(&shard) {
+                    Some(handle) => match handle.deliver_direct(self.entity_id.clone(), msg) {
+                        Ok(()) => return Ok(()),
+                        // Not through the region: a later message could overtake this one.
+                        Err(Direct::Full(msg)) => return Err(TellError::Full(msg)),
+                        Err(Direct::Refused(msg)) => msg,
+                    },
+                    None => msg,
                 }
-                _ => unreachable!("we sent a Deliver"),
-            })
+            }
+        };
+        let sent = self
+            .region
+            .tx
+            .try_send(RegionInput::Deliver(self.entity_id.clone(), msg));
+        drop(routes);
+        sent.map_err(|e| match e {
+            mpsc::error::TrySendError::Full(RegionInput::Deliver(_, m)) => TellError::Full(m),
+            mpsc::error::TrySendError::Closed(RegionInput::Deliver(_, m)) => TellError::Closed(m),
+            _ => unreachable!("we sent a Deliver"),
+        })
     }
 
     /// Sends the request `make` builds around a reply handle and waits up to `timeout` for

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use common::*;
-use shoal_actor::Props;
+use shoal_actor::{Props, TellError};
 use shoal_cluster::UniqueAddress;
 use shoal_sharding::{Entity, EntityContext, ShardingSettings};
 
@@ -139,6 +139,118 @@ async fn a_leaving_node_hands_off_without_losing_acknowledged_increments() {
         );
     }
     assert!(acked.values().sum::<u64>() > 100, "the load ran: {acked:?}");
+}
+
+/// Tells from the hosting node keep their order and none is lost while shards start here
+/// (the first messages go through the region, later ones straight to the shard) and while
+/// a joining node takes shards over by rebalance (the direct route is withdrawn, messages
+/// wait in the region and follow the shard to its new home).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tells_keep_their_order_across_direct_routes_and_hand_offs() {
+    let mut setup = Setup::new(settings());
+    let first = setup.nodes(1).await.remove(0);
+    let ids: Vec<String> = (0..60).map(|i| format!("o{i}")).collect();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut senders = Vec::new();
+    for (n, id) in ids.iter().enumerate() {
+        let probe = first.probes.entity_ref(id.as_str()).unwrap();
+        let stop = stop.clone();
+        senders.push(tokio::spawn(async move {
+            let mut seq = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut msg = ProbeMsg::Seen {
+                    sender: n as u32,
+                    seq,
+                };
+                // As fast as the region and shards take them: a full queue is retried.
+                loop {
+                    match probe.tell(msg) {
+                        Ok(()) => break,
+                        Err(TellError::Full(back)) => msg = back,
+                        Err(TellError::Closed(_)) => panic!("tell {seq}: closed"),
+                    }
+                    tokio::task::yield_now().await;
+                }
+                seq += 1;
+                if seq.is_multiple_of(256) {
+                    tokio::time::sleep(ms(1)).await;
+                } else {
+                    tokio::task::yield_now().await;
+                }
+            }
+            seq
+        }));
+    }
+    tokio::time::sleep(ms(300)).await;
+    let second = setup.node().await;
+    wait(&first, "2 up", all_up(2)).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let dist = first
+            .sharding
+            .shard_distribution("Probe", ASK)
+            .await
+            .unwrap();
+        let moved: usize = dist
+            .iter()
+            .filter(|r| r.region == second.me())
+            .map(|r| r.shards.len())
+            .sum();
+        if moved >= 5 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no rebalance: {dist:?}"
+        );
+        tokio::time::sleep(ms(100)).await;
+    }
+    tokio::time::sleep(ms(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut sent = Vec::new();
+    for sender in senders {
+        sent.push(sender.await.unwrap());
+    }
+    // Let the last messages arrive.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let done = {
+            let r = setup.registry.lock().unwrap();
+            ids.iter().enumerate().all(|(n, id)| {
+                r.seen.get(&(id.clone(), n as u32)).map_or(0, Vec::len) as u64 == sent[n]
+            })
+        };
+        if done || tokio::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(ms(50)).await;
+    }
+    let r = setup.registry.lock().unwrap();
+    let mut on_second = 0;
+    for (n, id) in ids.iter().enumerate() {
+        let seen = r
+            .seen
+            .get(&(id.clone(), n as u32))
+            .cloned()
+            .unwrap_or_default();
+        let expected: Vec<u64> = (0..sent[n]).collect();
+        assert!(
+            seen == expected,
+            "{id}: {} received of {} sent, first out of place at {:?}",
+            seen.len(),
+            sent[n],
+            seen.iter().zip(&expected).position(|(a, b)| a != b)
+        );
+        assert!(sent[n] > 1000, "{id}: the load ran");
+        if r.running
+            .get(id)
+            .is_some_and(|at| at.contains(&second.me()))
+        {
+            on_second += 1;
+        }
+    }
+    assert!(on_second > 0, "some entities moved to the second node");
+    assert_eq!(r.max_copies, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -53,6 +53,8 @@ pub(crate) struct Registry {
     pub(crate) running: BTreeMap<String, Vec<UniqueAddress>>,
     pub(crate) starts: BTreeMap<String, usize>,
     pub(crate) max_copies: usize,
+    /// `ProbeMsg::Seen` numbers as each entity received them, by entity and sender.
+    pub(crate) seen: BTreeMap<(String, u32), Vec<u64>>,
 }
 
 impl Registry {
@@ -81,6 +83,11 @@ pub(crate) type Shared = Arc<Mutex<Registry>>;
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum ProbeMsg {
     Where(RemoteReplyTo<UniqueAddress>),
+    /// Recorded in the registry: the `seq`-th message from `sender`.
+    Seen {
+        sender: u32,
+        seq: u64,
+    },
 }
 
 pub(crate) struct Probe {
@@ -101,6 +108,11 @@ impl Actor for Probe {
         match msg {
             ProbeMsg::Where(reply) => {
                 reply.send(self.node);
+            }
+            ProbeMsg::Seen { sender, seq } => {
+                let mut registry = self.registry.lock().unwrap();
+                let seen = registry.seen.entry((self.id.clone(), sender)).or_default();
+                seen.push(seq);
             }
         }
         Ok(())
