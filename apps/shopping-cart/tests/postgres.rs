@@ -18,6 +18,7 @@ async fn carts_live_in_postgres_across_restarts() {
     let log = dir.path().join("service.log");
 
     let first = Binary::start_on(&pg.url(), &log);
+    let first_cluster = first.cluster;
     let http = Http::new(first.addr);
     http.set_item("pg-1", "sku-a", 2).await;
     http.set_item("pg-1", "sku-b", 3).await;
@@ -25,7 +26,7 @@ async fn carts_live_in_postgres_across_restarts() {
     // Acknowledged means committed: SIGKILL right after the answers.
     first.kill();
 
-    let second = Binary::start_on(&pg.url(), &log);
+    let second = Binary::restart_on(&pg.url(), first_cluster, &log);
     let http = Http::new(second.addr);
     assert_eq!(http.items("pg-1").await, json!({ "sku-b": 3 }));
     http.set_item("pg-1", "sku-c", 1).await;

@@ -16,6 +16,7 @@ async fn carts_survive_a_killed_process() {
     let log = dir.path().join("service.log");
 
     let first = Binary::start(&db, &log);
+    let (url, cluster) = (format!("sqlite:{}", db.display()), first.cluster);
     let http = Http::new(first.addr);
     http.set_item("c1", "sku-a", 2).await;
     http.set_item("c1", "sku-b", 3).await;
@@ -25,7 +26,7 @@ async fn carts_survive_a_killed_process() {
     // Acknowledged means stored: SIGKILL right after the answers, no shutdown hook runs.
     first.kill();
 
-    let second = Binary::start(&db, &log);
+    let second = Binary::restart_on(&url, cluster, &log);
     let http = Http::new(second.addr);
     assert_eq!(http.items("c1").await, json!({ "sku-a": 5 }));
     assert_eq!(
@@ -37,7 +38,7 @@ async fn carts_survive_a_killed_process() {
     http.delete("/cart?id=apple").await.ok_json();
     second.kill();
 
-    let third = Binary::start(&db, &log);
+    let third = Binary::restart_on(&url, cluster, &log);
     let http = Http::new(third.addr);
     assert_eq!(http.items("c1").await, json!({ "sku-a": 5, "sku-c": 1 }));
     assert_eq!(http.get("/cart").await.ok_json()["items"], json!({}));

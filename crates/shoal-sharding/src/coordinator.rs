@@ -368,8 +368,13 @@ where
                 self.gone_since.remove(&region);
                 continue;
             }
+            // A member at the same address with another incarnation is that node restarted:
+            // the old process is certainly gone (it held the address), no margin to wait.
+            let replaced = members
+                .keys()
+                .any(|m| m.addr == region.addr && m.incarnation != region.incarnation);
             let since = *self.gone_since.entry(region).or_insert(now);
-            if now.duration_since(since) < self.settings.removal_margin {
+            if now.duration_since(since) < self.settings.removal_margin && !replaced {
                 continue;
             }
             let event = if proxy {

@@ -146,6 +146,16 @@ impl Binary {
         Self::start_with(&["--store", store_url, "--cluster", "127.0.0.1:0"], log)
     }
 
+    /// Restarts on the cluster address `cluster` of a killed run: the new incarnation
+    /// replaces the old at once (as a service with a fixed port does); on a new address the
+    /// shards of the killed run would wait the removal margin (3.5 s) before moving.
+    pub(crate) fn restart_on(store_url: &str, cluster: SocketAddr, log: &Path) -> Self {
+        Self::start_with(
+            &["--store", store_url, "--cluster", &cluster.to_string()],
+            log,
+        )
+    }
+
     /// Starts the binary with `--http 127.0.0.1:0` and `args`, and waits (bounded) for its
     /// start lines (`node …`, `management http://…`, `listening on http://…`, `started`).
     /// The `SHOAL_*` environment is cleared; its log goes to `log`.
