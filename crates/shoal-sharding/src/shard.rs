@@ -43,6 +43,9 @@ use crate::shard_id::{EntityId, ShardId};
 /// Capacity of a shard's inbound queue; [`ShardHandle::deliver`] fails when it is full.
 const SHARD_QUEUE_CAPACITY: usize = 4096;
 
+/// Deliveries handled per wake-up of a shard before it looks at its other sources again.
+const DRAIN_BATCH: usize = 64;
+
 /// Most remember-entities events in one atomic write.
 const MAX_EVENTS_PER_WRITE: usize = 100;
 
@@ -691,7 +694,17 @@ impl<M: Send + 'static> Shard<M> {
                     self.passivate_idle();
                 }
                 Wake::RestartTick => self.restart_some(),
-                Wake::Deliver(id, msg) => self.deliver(id, msg),
+                Wake::Deliver(id, msg) => {
+                    self.deliver(id, msg);
+                    // Whatever else is queued, before the next select (a hand-off waits at
+                    // most this batch).
+                    for _ in 1..DRAIN_BATCH {
+                        match self.queue.try_recv() {
+                            Ok((id, msg)) => self.deliver(id, msg),
+                            Err(_) => break,
+                        }
+                    }
+                }
             }
         }
     }
