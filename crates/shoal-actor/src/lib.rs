@@ -60,6 +60,7 @@ mod runtime;
 mod system;
 
 pub use actor_ref::{ActorRef, Reply, ReplyTo};
+pub use ask_timer::CoarseDeadlines;
 pub use context::Context;
 pub use error::{ActorError, AskError, StashFull, StopReason, TellError};
 pub use props::{

@@ -258,6 +258,8 @@ pub(crate) struct RemoteInner {
     counters: Counters,
     warned_inbound: AtomicBool,
     warned_replies: AtomicBool,
+    /// Ask deadlines: one shared timer per 5 ms slot, not a tokio timer per ask.
+    deadlines: shoal_actor::CoarseDeadlines,
 }
 
 impl Remote {
@@ -281,6 +283,7 @@ impl Remote {
             counters: Counters::default(),
             warned_inbound: AtomicBool::new(false),
             warned_replies: AtomicBool::new(false),
+            deadlines: shoal_actor::CoarseDeadlines::new(),
         });
         let _ = router.remote.set(Arc::downgrade(&inner));
         Ok(Self { inner })
@@ -673,11 +676,11 @@ impl RemoteInner {
         let _guard = SlotGuard { remote: self, id };
         let msg = make(RemoteReplyTo::new(self.me, id, Some(link)));
         send(id, msg)?;
-        match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(Ok(value))) => Ok(value),
-            Ok(Ok(Err(reason))) => Err(AskError::Failed(reason)),
-            Ok(Err(_)) => Err(AskError::NoReply),
-            Err(_) => Err(AskError::Timeout),
+        match self.deadlines.within(timeout, rx).await {
+            Some(Ok(Ok(value))) => Ok(value),
+            Some(Ok(Err(reason))) => Err(AskError::Failed(reason)),
+            Some(Err(_)) => Err(AskError::NoReply),
+            None => Err(AskError::Timeout),
         }
     }
 
