@@ -159,7 +159,12 @@ pub struct BareServer {
 impl BareServer {
     /// Serves [`router`] on a free loopback port, on the current tokio runtime.
     pub async fn start() -> std::io::Result<BareServer> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        Self::start_on("127.0.0.1:0".parse().expect("a valid address")).await
+    }
+
+    /// Serves [`router`] on `addr` (port 0: a free one), on the current tokio runtime.
+    pub async fn start_on(addr: SocketAddr) -> std::io::Result<BareServer> {
+        let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
         let serve = axum::serve(listener, router())

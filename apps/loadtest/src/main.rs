@@ -1,6 +1,10 @@
 //! `loadtest`: seed 001's load test against an artifact-state service, or (`--bare`) against
 //! a bare in-process handler of the same shape. See `--help`.
 
+/// The allocator artifact-state uses, so that the bare ceiling is built like the service.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -25,6 +29,11 @@ struct Args {
     /// the body, answers the same JSON, no entity): the ceiling.
     #[arg(long)]
     bare: bool,
+    /// Only serve the bare handler on ADDR until Ctrl-C or SIGTERM, in its own process like
+    /// the service (then `loadtest --target http://ADDR` measures it): the ceiling with the
+    /// same process layout as a run against the service.
+    #[arg(long, value_name = "ADDR", conflicts_with = "bare")]
+    serve_bare: Option<std::net::SocketAddr>,
     /// Virtual users.
     #[arg(long, default_value_t = 50)]
     users: usize,
@@ -112,6 +121,15 @@ async fn main_with(args: Args) -> anyhow::Result<u64> {
         }),
     };
     let progress = !args.quiet;
+    if let Some(addr) = args.serve_bare {
+        let server = BareServer::start_on(addr)
+            .await
+            .with_context(|| format!("cannot serve the bare handler on {addr}"))?;
+        println!("bare handler listening on http://{}", server.addr());
+        shoal_service::shutdown_signal().await;
+        server.shutdown().await?;
+        return Ok(0);
+    }
     let (report, title) = if args.bare {
         let server = BareServer::start()
             .await
@@ -159,5 +177,11 @@ mod tests {
         assert_eq!(args.users, 1000);
         assert_eq!(args.duration, Duration::from_secs(360));
         assert!(Args::try_parse_from(["loadtest", "--bare", "--target", "http://x"]).is_err());
+        let args = Args::parse_from(["loadtest", "--serve-bare", "127.0.0.1:8099"]);
+        assert_eq!(args.serve_bare, Some("127.0.0.1:8099".parse().unwrap()));
+        assert!(Args::try_parse_from(["loadtest", "--serve-bare", "nowhere"]).is_err());
+        assert!(
+            Args::try_parse_from(["loadtest", "--serve-bare", "127.0.0.1:1", "--bare"]).is_err()
+        );
     }
 }
