@@ -251,7 +251,7 @@ impl ClusterSingleton {
         M: Serialize + DeserializeOwned + Send + 'static,
     {
         check(&settings)?;
-        let (proxy, rx, target) = proxy::channel(settings.buffer_size);
+        let (proxy, rx, target) = proxy::channel(settings.buffer_size, remote);
         let task = proxy::ProxyTask {
             state: cluster.state(),
             remote: remote.clone(),

@@ -17,10 +17,10 @@ use crate::membership::ClusterState;
 
 /// A handle to a cluster singleton from any node: messages go to wherever it runs now.
 ///
-/// `tell` goes through the node's proxy task, which keeps the order of one sender's
-/// messages, forwards them directly once it knows where the singleton runs, and buffers them
-/// (bounded: the oldest are dropped first, counted in [`dropped`](Self::dropped)) while the
-/// singleton is moving or not started yet. Delivery is at most once, as with Akka: a message
+/// `tell` and `ask` go through the node's proxy task, which keeps the order of one sender's
+/// messages (an ask sent after a tell arrives after it), forwards them directly once it knows
+/// where the singleton runs, and buffers them (bounded: the oldest are dropped first, counted
+/// in [`dropped`](Self::dropped)) while the singleton is moving or not started yet. Delivery is at most once, as with Akka: a message
 /// in flight when the singleton's node crashes is lost.
 ///
 /// Cheap to clone; the proxy task ends when the last handle is dropped.
@@ -28,6 +28,8 @@ pub struct SingletonProxy<M> {
     tx: mpsc::Sender<M>,
     target: watch::Receiver<Option<RemoteRef<M>>>,
     dropped: Arc<AtomicU64>,
+    /// This node's Remote, which waits for ask answers.
+    remote: Remote,
 }
 
 impl<M> Clone for SingletonProxy<M> {
@@ -36,6 +38,7 @@ impl<M> Clone for SingletonProxy<M> {
             tx: self.tx.clone(),
             target: self.target.clone(),
             dropped: self.dropped.clone(),
+            remote: self.remote.clone(),
         }
     }
 }
@@ -62,8 +65,8 @@ where
         })
     }
 
-    /// Sends the request built by `make` once the singleton's location is known and waits
-    /// for the answer; `timeout` covers both.
+    /// Sends the request built by `make` through the proxy (after this sender's earlier
+    /// messages) and waits for the answer; `timeout` covers locating the singleton too.
     pub async fn ask<R>(
         &self,
         make: impl FnOnce(RemoteReplyTo<R>) -> M,
@@ -72,18 +75,20 @@ where
     where
         R: Serialize + DeserializeOwned + Send + 'static,
     {
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut target = self.target.clone();
-        // The `watch::Ref` (a lock guard, not `Send`) must not live across the `.await`
-        // below, or this future (and every caller's) is not `Send`: keep it a temporary.
-        let target = match tokio::time::timeout_at(deadline, target.wait_for(Option::is_some)).await
-        {
-            Err(_) => return Err(AskError::Timeout),
-            Ok(Err(_)) => return Err(AskError::NoReply),
-            Ok(Ok(target)) => target.clone().expect("waited for Some"),
-        };
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        target.ask(make, left).await
+        self.remote
+            .ask_via(
+                make,
+                |msg| {
+                    self.tell(msg).map_err(|e| match e {
+                        TellError::Full(_) => AskError::MailboxFull,
+                        TellError::Closed(_) => {
+                            AskError::Failed("this node's singleton proxy has stopped".into())
+                        }
+                    })
+                },
+                timeout,
+            )
+            .await
     }
 
     /// Messages dropped by this proxy (buffer overflow, or refused by the singleton's
@@ -121,6 +126,7 @@ pub(crate) struct ProxyTask<M> {
 /// Make a proxy handle and the task that serves it.
 pub(crate) fn channel<M>(
     buffer_size: usize,
+    remote: &Remote,
 ) -> (
     SingletonProxy<M>,
     mpsc::Receiver<M>,
@@ -132,6 +138,7 @@ pub(crate) fn channel<M>(
         tx,
         target,
         dropped: Arc::new(AtomicU64::new(0)),
+        remote: remote.clone(),
     };
     (proxy, rx, target_tx)
 }
