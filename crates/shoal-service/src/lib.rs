@@ -22,4 +22,5 @@ pub mod server;
 
 pub use config::{ENTITY_ROLE, NodeArgs, Role, ServiceConfig, ServiceDefaults, sharding_settings};
 pub use error::{ApiError, AskMessages, log_request, method_not_allowed, not_found};
-pub use server::{NodeService, Service, init_tracing, shutdown_signal};
+pub use server::{NodeService, Service, init_tracing};
+pub use shoal::node::shutdown_signal;

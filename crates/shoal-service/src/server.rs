@@ -11,6 +11,7 @@ use anyhow::Context as _;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use shoal::cluster::ShutdownReason;
+use shoal::node::shutdown_signal;
 use shoal::node::{Node, NodeConfig};
 use shoal::prelude::Store;
 use shoal::sharding::{Entity, ShardRegion};
@@ -322,35 +323,6 @@ impl<D, M> Service<D, M> {
         let roles = self.config.role_names();
         self.node.announce(roles.iter().map(String::as_str));
         self.run_until(shutdown_signal()).await
-    }
-}
-
-/// Completes on SIGINT (Ctrl-C) or, on Unix, SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::error!(%error, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                term.recv().await;
-            }
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
     }
 }
 

@@ -26,6 +26,10 @@ use shoal_persistence::store::Store;
 use shoal_remote::{ClusterSecret, EndpointConfig, Remote, TcpTransport, UniqueAddress};
 use shoal_sharding::Sharding;
 
+/// Completes on SIGINT (Ctrl-C) or, on Unix, SIGTERM (what [`Node::run_until_signal`] waits
+/// for).
+pub use shoal_management::shutdown_signal;
+
 /// The default cluster address (as Akka's seed examples: port 2551).
 pub const DEFAULT_CLUSTER_ADDR: &str = "127.0.0.1:2551";
 
@@ -303,28 +307,6 @@ pub enum Ended {
     Signal,
     /// The cluster downed or removed the node.
     Cluster(Option<ShutdownReason>),
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use shoal_cluster::runner::decode_inbound;
 use shoal_cluster::{Cluster, ClusterConfig, EndpointLink};
+use shoal_management::shutdown_signal;
 use shoal_remote::{ClusterSecret, Endpoint, EndpointConfig, TcpTransport};
 
 /// A Shoal cluster node.
@@ -109,21 +110,4 @@ async fn main() -> anyhow::Result<()> {
     cluster.stop();
     endpoint.shutdown().await;
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
 }
