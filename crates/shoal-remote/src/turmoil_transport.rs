@@ -85,10 +85,11 @@ impl TurmoilNetwork {
             broken: AtomicBool::new(false),
             wakers: Mutex::new(Vec::new()),
         });
-        self.connections
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(Arc::downgrade(&link));
+        let mut connections = self.connections.lock().unwrap_or_else(|e| e.into_inner());
+        // Closed connections are forgotten here too, or every reconnect would add one.
+        connections.retain(|w| w.strong_count() > 0);
+        connections.push(Arc::downgrade(&link));
+        drop(connections);
         Ok(Box::new(TurmoilConnection { stream, link }))
     }
 }

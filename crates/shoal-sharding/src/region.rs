@@ -22,7 +22,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use shoal_actor::ActorSystem;
 use shoal_cluster::{ClusterState, MemberStatus, SingletonProxy};
-use shoal_remote::{Remote, RemoteInbox, UndeliveredReason};
+use shoal_remote::{Remote, RemoteInbox};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 
@@ -49,6 +49,9 @@ pub(crate) type LocalRoutes<M> = Arc<RwLock<HashMap<ShardId, ShardHandle<M>>>>;
 
 /// Inputs handled per wake-up of the region before it looks at its other sources again.
 const DRAIN_BATCH: usize = 64;
+
+/// Most inputs [`Region::publish`] handles while senders wait on the routes' write lock.
+const PUBLISH_DRAIN: usize = 1024;
 
 /// Counters shared with the handles.
 #[derive(Debug, Default)]
@@ -199,11 +202,19 @@ where
 
     /// Publishes the direct routes of `r.to_publish` that qualify. Holds the write lock while
     /// it first handles every input already queued: whatever a sender sent through the region
-    /// before is then in the shard's queue ahead of anything it sends directly.
+    /// before is then in the shard's queue ahead of anything it sends directly. Senders wait
+    /// on that lock, so it handles at most [`PUBLISH_DRAIN`] inputs; if more are queued it
+    /// publishes nothing now and tries again after the next wake-up.
     fn publish(&self, r: &mut Routing<M>, local: &mut mpsc::Receiver<RegionInput<M>>) {
         let mut routes = self.routes.write().unwrap_or_else(|e| e.into_inner());
+        // Every send happens under the read lock, so none is half done: empty means empty.
+        let mut handled = 0;
         while let Ok(input) = local.try_recv() {
             self.local_input(r, input);
+            handled += 1;
+            if handled == PUBLISH_DRAIN {
+                return;
+            }
         }
         for shard in std::mem::take(&mut r.to_publish) {
             let qualifies = !r.terminated
@@ -238,17 +249,12 @@ where
             .clear();
     }
 
+    /// Routes one message. Its entity id is valid: checked by `ShardRegion::entity_ref` for
+    /// this node's senders, by [`Self::received`] for other regions'.
     fn deliver(&self, r: &mut Routing<M>, entity_id: EntityId, msg: M) {
         if let Some(reason) = &r.refused {
             tracing::debug!(%entity_id, reason, "region refused by the coordinator: message dropped");
             self.drop_one(r, "the coordinator refused this region");
-            return;
-        }
-        if let Some(validate) = &self.validate
-            && let Err(reason) = validate(&entity_id)
-        {
-            tracing::warn!(%entity_id, reason, "invalid entity id: message dropped");
-            self.drop_one(r, "invalid entity id");
             return;
         }
         let shard = self.extractor.shard_id(&entity_id);
@@ -263,8 +269,7 @@ where
                     message: msg,
                 }) {
                     match e.reason {
-                        UndeliveredReason::MailboxFull
-                        | UndeliveredReason::Send(shoal_remote::SendError::QueueFull(_)) => {
+                        reason if reason.is_full() => {
                             self.drop_one(r, "the home region's queue is full");
                         }
                         reason => {
@@ -371,7 +376,16 @@ where
         stopped: &mpsc::UnboundedSender<ShardId>,
     ) {
         match message {
-            RegionMessage::Deliver { entity_id, message } => self.deliver(r, entity_id, message),
+            RegionMessage::Deliver { entity_id, message } => {
+                if let Some(validate) = &self.validate
+                    && let Err(reason) = validate(&entity_id)
+                {
+                    tracing::warn!(%entity_id, reason, "invalid entity id: message dropped");
+                    self.drop_one(r, "invalid entity id");
+                    return;
+                }
+                self.deliver(r, entity_id, message);
+            }
             RegionMessage::RegisterAck => {
                 if !r.registered {
                     tracing::debug!(type_name = %self.type_name, "region registered");

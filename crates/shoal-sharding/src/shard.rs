@@ -175,9 +175,6 @@ impl<M> Clone for ShardSettings<M> {
     }
 }
 
-/// A handle to a running shard; cheap to clone.
-///
-/// When every handle is dropped, the shard stops its entities as in a hand-off.
 /// Why [`ShardHandle::deliver_direct`] handed a message back.
 pub(crate) enum Direct<M> {
     /// The shard's queue is full.
@@ -186,6 +183,9 @@ pub(crate) enum Direct<M> {
     Refused(M),
 }
 
+/// A handle to a running shard; cheap to clone.
+///
+/// When every handle is dropped, the shard stops its entities as in a hand-off.
 pub(crate) struct ShardHandle<M> {
     queue: mpsc::Sender<(EntityId, M)>,
     shared: Arc<Shared>,
@@ -275,12 +275,8 @@ impl<M: Send + 'static> ShardHandle<M> {
     /// keep their order. Hands the message back if the shard is handing off or has stopped,
     /// or its queue is full.
     pub(crate) fn deliver(&self, entity_id: EntityId, msg: M) -> Result<(), M> {
-        if !self.shared.accepting.load(Ordering::Acquire) {
-            return Err(msg);
-        }
-        self.queue
-            .try_send((entity_id, msg))
-            .map_err(|e| e.into_inner().1)
+        self.deliver_direct(entity_id, msg)
+            .map_err(|(Direct::Full(m) | Direct::Refused(m))| m)
     }
 
     /// [`deliver`](Self::deliver) for the direct routes of entity refs: tells a full queue
@@ -319,7 +315,7 @@ impl<M: Send + 'static> ShardHandle<M> {
     }
 
     /// The ids of the running entities (including those being passivated), sorted.
-    #[allow(dead_code)] // used by the region
+    #[cfg(test)]
     pub(crate) fn entity_ids(&self) -> Vec<EntityId> {
         lock(&self.shared.running).iter().cloned().collect()
     }
@@ -332,7 +328,7 @@ impl<M: Send + 'static> ShardHandle<M> {
 
     /// How many messages this shard has dropped (full entity buffers or mailboxes, failed
     /// start recording, messages left over at hand-off).
-    #[allow(dead_code)] // used by the region (metrics / management)
+    #[cfg(test)]
     pub(crate) fn dropped_messages(&self) -> u64 {
         self.shared.dropped.load(Ordering::Relaxed)
     }

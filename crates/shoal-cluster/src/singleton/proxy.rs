@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use shoal_actor::{AskError, TellError};
-use shoal_remote::{Remote, RemoteRef, RemoteReplyTo, UndeliveredReason, UniqueAddress};
+use shoal_remote::{Remote, RemoteRef, RemoteReplyTo, UniqueAddress};
 use tokio::sync::{mpsc, watch};
 use tokio::time::MissedTickBehavior;
 
@@ -200,8 +200,7 @@ where
                 };
                 if let Err(undelivered) = target.tell(message) {
                     match undelivered.reason {
-                        UndeliveredReason::MailboxFull
-                        | UndeliveredReason::Send(shoal_remote::SendError::QueueFull(_)) => {
+                        ref reason if reason.is_full() => {
                             self.drop_one(&mut warned, "the singleton's queue is full");
                         }
                         reason => {

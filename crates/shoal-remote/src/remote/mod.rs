@@ -54,6 +54,17 @@ pub enum UndeliveredReason {
     Stopped,
 }
 
+impl UndeliveredReason {
+    /// Whether the recipient's mailbox or the peer's outbound queue was full (back-pressure,
+    /// not a missing recipient).
+    pub fn is_full(&self) -> bool {
+        matches!(
+            self,
+            UndeliveredReason::MailboxFull | UndeliveredReason::Send(SendError::QueueFull(_))
+        )
+    }
+}
+
 /// A message that was not handed on, and why. Nothing was sent; retrying `MailboxFull` or
 /// `Send(QueueFull)` later is safe.
 #[derive(PartialEq, Eq, thiserror::Error)]
@@ -638,8 +649,7 @@ impl RemoteInner {
             |id, msg| {
                 self.tell(node, name, Some(id), msg, codec.as_ref())
                     .map_err(|e| match e.reason {
-                        UndeliveredReason::MailboxFull
-                        | UndeliveredReason::Send(SendError::QueueFull(_)) => AskError::MailboxFull,
+                        reason if reason.is_full() => AskError::MailboxFull,
                         UndeliveredReason::Stopped => AskError::Stopped(StopReason::Stopped),
                         other => AskError::Failed(other.to_string()),
                     })
