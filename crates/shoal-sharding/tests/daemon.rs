@@ -226,7 +226,11 @@ async fn a_worker_that_stops_is_started_again_by_the_keep_alive() {
     }
     // Out of range: refused, not routed.
     assert!(daemon.tell(WORKERS, WorkerMsg::Stop).is_err());
-    assert!(daemon.ask(WORKERS, WorkerMsg::Where, ASK).await.is_err());
+    let refused = daemon.ask(WORKERS, WorkerMsg::Where, ASK).await;
+    assert!(
+        matches!(&refused, Err(shoal_actor::AskError::Failed(m)) if m.contains("no worker")),
+        "{refused:?}"
+    );
 }
 
 #[tokio::test]

@@ -312,7 +312,14 @@ async fn a_node_with_another_number_of_shards_is_refused() {
         .unwrap()
         .ask(ProbeMsg::Where, ms(500))
         .await;
-    assert!(answer.is_err());
+    // The refused region drops the message (counted) instead of routing it.
+    assert!(
+        matches!(answer, Err(shoal_actor::AskError::Timeout)),
+        "{answer:?}"
+    );
+    assert!(odd.probes.dropped() >= 1);
+    // "x" still runs once, on the first node: the refused region started nothing.
+    assert_eq!(setup.registry.lock().unwrap().starts["x"], 1);
 }
 
 #[tokio::test]

@@ -631,6 +631,11 @@ impl<'a> Run<'a> {
                 .filter(|(e, _)| *e == entity)
                 .map(|(_, s)| *s)
                 .collect();
+            if acked.is_empty() {
+                return Err(format!(
+                    "c{entity}: no increment was ever acknowledged: the run checked nothing"
+                ));
+            }
             if let Some(beyond) = acked.iter().find(|s| **s > value) {
                 return Err(format!(
                     "c{entity}: increment acknowledged at seq_nr {beyond}, but the value is {value}"
