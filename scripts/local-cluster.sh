@@ -74,6 +74,8 @@ stop_command() {
         PG_DATA="$work/pg/data"
         PG_BIN="$(pg_config --bindir)"
         cleanup
+        # The script that wrote it is gone: a later `stop` must not clean up again.
+        rm -f "$STATE"
     fi
 }
 

@@ -8,11 +8,10 @@ use std::net::SocketAddr;
 
 use axum::extract::Query;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use shoal_service::ApiError;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -55,44 +54,27 @@ struct AllStatesResponse {
     artifact_in_user_feed: bool,
 }
 
-/// A 400 with `{"error": message}`, as the service answers it.
-struct BadRequest(String);
-
-impl IntoResponse for BadRequest {
-    fn into_response(self) -> Response {
-        (
-            StatusCode::BAD_REQUEST,
-            Json(serde_json::json!({ "error": self.0 })),
-        )
-            .into_response()
-    }
-}
-
-fn bad_request(message: String) -> BadRequest {
-    BadRequest(message)
-}
-
 type Body = Result<Json<ArtifactAndUser>, JsonRejection>;
 
 /// The validated pair, or the error answer.
-fn target(body: Body) -> Result<(u64, String), BadRequest> {
-    let Json(body) = body.map_err(|r| bad_request(r.body_text()))?;
+fn target(body: Body) -> Result<(u64, String), ApiError> {
+    let Json(body) = body.map_err(|r| ApiError::bad_request(r.body_text()))?;
     let artifact_id = body
         .artifact_id
         .as_u64()
-        .ok_or_else(|| bad_request(format!("bad artifactId {}", body.artifact_id)))?;
+        .ok_or_else(|| ApiError::bad_request(format!("bad artifactId {}", body.artifact_id)))?;
     if body.user_id.is_empty() {
-        return Err(bad_request("userId must not be empty".to_owned()));
+        return Err(ApiError::bad_request("userId must not be empty"));
     }
     Ok((artifact_id, body.user_id))
 }
 
-async fn set(body: Body) -> Result<Json<OkayResponse>, BadRequest> {
+async fn set(body: Body) -> Result<Json<OkayResponse>, ApiError> {
     target(body)?;
     Ok(Json(OkayResponse { success: true }))
 }
 
-async fn is_read(body: Body) -> Result<Json<ExtResponse>, BadRequest> {
+async fn is_read(body: Body) -> Result<Json<ExtResponse>, ApiError> {
     let (artifact_id, user_id) = target(body)?;
     Ok(Json(ExtResponse {
         artifact_id,
@@ -101,7 +83,7 @@ async fn is_read(body: Body) -> Result<Json<ExtResponse>, BadRequest> {
     }))
 }
 
-async fn is_in_feed(body: Body) -> Result<Json<ExtResponse>, BadRequest> {
+async fn is_in_feed(body: Body) -> Result<Json<ExtResponse>, ApiError> {
     let (artifact_id, user_id) = target(body)?;
     Ok(Json(ExtResponse {
         artifact_id,
@@ -119,19 +101,19 @@ fn all_states(artifact_id: u64, user_id: String) -> Json<AllStatesResponse> {
     })
 }
 
-async fn get_all_states(body: Body) -> Result<Json<AllStatesResponse>, BadRequest> {
+async fn get_all_states(body: Body) -> Result<Json<AllStatesResponse>, ApiError> {
     let (artifact_id, user_id) = target(body)?;
     Ok(all_states(artifact_id, user_id))
 }
 
 async fn get_all_states_query(
     query: Result<Query<ArtifactAndUserQuery>, QueryRejection>,
-) -> Result<Json<AllStatesResponse>, BadRequest> {
-    let Query(query) = query.map_err(|r| bad_request(r.body_text()))?;
+) -> Result<Json<AllStatesResponse>, ApiError> {
+    let Query(query) = query.map_err(|r| ApiError::bad_request(r.body_text()))?;
     let artifact_id = query
         .artifact_id
         .parse()
-        .map_err(|_| bad_request(format!("bad artifactId {:?}", query.artifact_id)))?;
+        .map_err(|_| ApiError::bad_request(format!("bad artifactId {:?}", query.artifact_id)))?;
     Ok(all_states(artifact_id, query.user_id))
 }
 

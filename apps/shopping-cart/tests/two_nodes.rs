@@ -11,7 +11,6 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use common::{Binary, Http};
 use serde_json::{Value, json};
@@ -21,9 +20,6 @@ use shoal_testkit::{TempPostgres, up_members};
 use shopping_cart::cart::{CartEntity, CartEvent, CartState};
 
 const SECRET: &str = "two-nodes-test-secret-0123456789";
-
-/// How long the two processes may take to see each other `Up`.
-const CLUSTER_DEADLINE: Duration = Duration::from_secs(60);
 
 /// The first node: forms the cluster.
 fn first(store: &str, log: &Path) -> Binary {
@@ -69,25 +65,13 @@ async fn wait_until_clustered(a: &Binary, b: &Binary) {
         both.sort();
         both
     };
-    let deadline = Instant::now() + CLUSTER_DEADLINE;
     for node in [a, b] {
-        let management = Http::new(node.management.expect("management is served"));
-        loop {
-            let members = management.get("/cluster/members").await.ok_json();
-            let mut up: Vec<String> = up_members(&members).into_iter().map(|m| m.0).collect();
+        node.wait_members("both nodes Up, no other", |members| {
+            let mut up: Vec<String> = up_members(members).into_iter().map(|m| m.0).collect();
             up.sort();
-            if up == want {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "not clustered within {CLUSTER_DEADLINE:?}: {members:#}\nlog A:\n{}\nlog B:\n{}",
-                a.log(),
-                b.log()
-            );
-            // Polling another process: there is nothing to await but time.
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            up == want
+        })
+        .await;
     }
 }
 
