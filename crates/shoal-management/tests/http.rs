@@ -3,13 +3,10 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Bytes;
-use hyper::{Method, Request, StatusCode};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 use shoal_cluster::{ClusterState, Member, MemberStatus, UniqueAddress};
+use shoal_testkit::HttpClient;
 use tokio::sync::watch;
 
 fn node(port: u16, incarnation: u64) -> UniqueAddress {
@@ -25,17 +22,12 @@ fn member(address: UniqueAddress, status: MemberStatus, roles: &[&str], up: Opti
     }
 }
 
+/// One request (bounded by the testkit client's deadline) and its JSON answer.
 async fn call(addr: SocketAddr, method: Method, path: &str) -> (StatusCode, Value) {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    let request = Request::builder()
-        .method(method)
-        .uri(format!("http://{addr}{path}"))
-        .body(Empty::new())
-        .unwrap();
-    let response = client.request(request).await.unwrap();
-    let status = response.status();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (status, serde_json::from_slice(&body).expect("a JSON body"))
+    let reply = HttpClient::new(addr)
+        .send(method, path, None, Vec::new())
+        .await;
+    (reply.status, reply.json())
 }
 
 #[tokio::test]

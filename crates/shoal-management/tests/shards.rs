@@ -6,11 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Bytes;
-use hyper::{Request, StatusCode};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use shoal_actor::{Actor, ActorError, ActorSystem, Context, Props};
@@ -18,18 +14,14 @@ use shoal_cluster::{Cluster, ClusterConfig, MemberStatus, RemoteLink};
 use shoal_persistence::memory::MemoryStore;
 use shoal_remote::{ClusterSecret, EndpointConfig, MemoryNetwork, Remote, RemoteReplyTo};
 use shoal_sharding::{Entity, EntityContext, ShardRegion, Sharding, ShardingSettings};
+use shoal_testkit::HttpClient;
 
 const WAIT: Duration = Duration::from_secs(30);
 
+/// `GET path` (bounded by the testkit client's deadline) and its JSON answer.
 async fn get(addr: SocketAddr, path: &str) -> (StatusCode, Value) {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    let request = Request::get(format!("http://{addr}{path}"))
-        .body(Empty::new())
-        .unwrap();
-    let response = client.request(request).await.unwrap();
-    let status = response.status();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (status, serde_json::from_slice(&body).expect("a JSON body"))
+    let reply = HttpClient::new(addr).get(path).await;
+    (reply.status, reply.json())
 }
 
 #[derive(Debug, Serialize, Deserialize)]
